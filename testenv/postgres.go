@@ -31,6 +31,13 @@ type PostgresOptions struct {
 	// unix_socket_directories=<the cluster's temporary directory>,
 	// wal_level=logical, max_replication_slots=20, max_wal_senders=20,
 	// fsync=off, synchronous_commit=off and full_page_writes=off.
+	//
+	// fsync=off survives Kill (the page cache outlives the processes) but
+	// synchronous_commit=off does not: a commit can sit in the WAL buffers
+	// in shared memory for up to wal_writer_delay, and Kill loses it. A
+	// crash test that needs a commit to survive sets synchronous_commit=on
+	// here or in the transaction. Logical decoding only reads flushed WAL,
+	// so a lost commit was never streamed either.
 	Settings map[string]string
 
 	// BinDir is the directory holding initdb and postgres. Empty means
@@ -481,8 +488,10 @@ func (p *Postgres) Start(ctx context.Context) error {
 }
 
 // Kill sends SIGKILL to the postmaster and all its backends, as a crash
-// would, and waits until they are gone. Start recovers from it. Killing a
-// stopped server does nothing.
+// would, and waits until they are gone. Start recovers from it. Commits
+// made with synchronous_commit=off (the default here) in the last few
+// hundred milliseconds may be lost, as in a real crash. Killing a stopped
+// server does nothing.
 func (p *Postgres) Kill() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
