@@ -1,0 +1,106 @@
+// Command bridge streams a PostgreSQL database's changes into compacted
+// Kafka topics, one full entity state per business key.
+//
+// Usage:
+//
+//	bridge run   --config FILE   stream until SIGINT or SIGTERM
+//	bridge check --config FILE   validate the configuration and the mappings against the database, then exit
+//	bridge version
+//
+// Exit codes: 0 after a clean stop, 1 when the bridge stopped on an error,
+// 2 for a usage or configuration error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/statefeed/statefeed/internal/bridge"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `bridge streams PostgreSQL changes into compacted Kafka state feeds.
+
+Usage:
+  bridge run   --config FILE   stream until SIGINT or SIGTERM
+  bridge check --config FILE   check the configuration, the mappings and the
+                               database setup, create nothing, then exit
+  bridge version
+
+Exit codes: 0 clean stop, 1 stopped on an error, 2 usage or configuration error.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "version", "--version":
+		fmt.Fprintln(stdout, "bridge", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "run", "check":
+	default:
+		fmt.Fprintf(stderr, "bridge: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+
+	fs := flag.NewFlagSet("bridge "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "configuration `file` (YAML; see config.example.yaml)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *configFile == "" || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bridge %s: --config FILE is required and takes no other arguments\n", cmd)
+		return 2
+	}
+	cfg, err := bridge.LoadConfig(*configFile, nil)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	log := bridge.NewLogger(stderr, cfg.Log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	switch cmd {
+	case "check":
+		err = bridge.Check(ctx, cfg, stdout)
+	default:
+		log.Info("starting bridge", "version", version, "slot", cfg.Source.Slot, "publication", cfg.Source.Publication)
+		err = bridge.Run(ctx, cfg, log)
+	}
+	if err != nil {
+		// Printed as is, not through the log handler: problems span several
+		// lines, each file:line: path: what to do.
+		fmt.Fprintf(stderr, "bridge %s: %v\n", cmd, err)
+		var cfgErr *bridge.ConfigError
+		if errors.As(err, &cfgErr) {
+			return 2
+		}
+		return 1
+	}
+	if cmd == "run" {
+		log.Info("bridge stopped cleanly")
+	}
+	return 0
+}

@@ -1,0 +1,220 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/statefeed/statefeed/cdc"
+	"github.com/statefeed/statefeed/mapping"
+	"github.com/statefeed/statefeed/pipeline"
+	"github.com/statefeed/statefeed/publish"
+)
+
+// ConfigError is a problem the operator fixes in the configuration, the
+// mappings or the database setup before the bridge can start.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// prepared is what start-up found and built before streaming.
+type prepared struct {
+	set     *mapping.Set
+	catalog cdc.Catalog
+	topics  []string
+}
+
+// prepare loads the mappings and checks them against the live catalog.
+func prepare(ctx context.Context, cfg *Config, conn *pgx.Conn) (*prepared, error) {
+	set, err := mapping.Load(cfg.Mappings)
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	cat, err := cdc.LoadCatalog(ctx, conn, set.Tables())
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", err)
+	}
+	if err := set.Check(cat); err != nil {
+		return nil, &ConfigError{err}
+	}
+	var topics []string
+	for _, m := range set.Mappings {
+		topics = append(topics, m.Topic)
+	}
+	return &prepared{set: set, catalog: cat, topics: topics}, nil
+}
+
+// Run checks the mappings, prepares the publication, the slot and the
+// topics, and streams until ctx ends (nil) or a permanent error stops it.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	conn, err := pgx.Connect(ctx, cfg.Source.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	p, err := prepare(ctx, cfg, conn)
+	if err != nil {
+		return err
+	}
+	var repl *pgconn.PgConn
+	if cfg.Source.CreateSlot {
+		if repl, err = replicationConn(ctx, cfg.Source.DSN); err != nil {
+			return err
+		}
+	}
+	res, err := cdc.Setup(ctx, conn, repl, cdc.SetupOptions{
+		Publication:       cfg.Source.Publication,
+		Slot:              cfg.Source.Slot,
+		Tables:            p.set.Tables(),
+		CreatePublication: cfg.Source.CreatePublication,
+		CreateSlot:        cfg.Source.CreateSlot,
+	})
+	if repl != nil {
+		repl.Close(context.WithoutCancel(ctx))
+	}
+	if err != nil {
+		var se *cdc.SetupError
+		if errors.As(err, &se) {
+			return &ConfigError{err}
+		}
+		return err
+	}
+	if res.PublicationCreated {
+		log.Info("created publication", "publication", cfg.Source.Publication, "tables", len(p.set.Tables()))
+	}
+	if res.SlotCreated {
+		log.Info("created replication slot", "slot", cfg.Source.Slot, "lsn", res.ConfirmedLSN)
+	}
+	for _, n := range res.Notes {
+		log.Info(n)
+	}
+	conn.Close(ctx)
+
+	producer, err := publish.NewProducer(publish.Options{
+		Brokers:            cfg.Kafka.Brokers,
+		ClientID:           cfg.Kafka.ClientID,
+		Partitions:         int32(cfg.Kafka.TopicDefaults.Partitions),
+		ReplicationFactor:  int16(cfg.Kafka.TopicDefaults.ReplicationFactor),
+		AllowUncompacted:   cfg.Kafka.AllowUncompactedTopics,
+		Linger:             cfg.Kafka.Linger,
+		MaxBufferedRecords: cfg.Kafka.MaxBufferedRecords,
+		Logger:             log,
+	})
+	if err != nil {
+		return &ConfigError{err}
+	}
+	defer producer.Close()
+	if err := ensureTopics(ctx, producer, p.topics, log); err != nil {
+		return err
+	}
+
+	poolCfg, err := pgxpool.ParseConfig(cfg.Source.DSN)
+	if err != nil {
+		return &ConfigError{fmt.Errorf("source.dsn: %w", err)}
+	}
+	poolCfg.MaxConns = 2
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("connect to source for row reads: %w", err)
+	}
+	defer pool.Close()
+
+	src := cdc.NewSource(cdc.SourceOptions{
+		ConnString:     cfg.Source.DSN,
+		Slot:           cfg.Source.Slot,
+		Publication:    cfg.Source.Publication,
+		StatusInterval: cfg.Source.StatusInterval,
+		Logger:         log,
+	})
+	log.Info("streaming", "slot", cfg.Source.Slot, "lsn", res.ConfirmedLSN, "entities", len(p.set.Mappings))
+	return pipeline.New(pipeline.Options{
+		Source:          src,
+		Projector:       mapping.NewProjector(p.set),
+		Rows:            cdc.NewRowReader(pool),
+		Producer:        producer,
+		SourceName:      cfg.Source.Name,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          log,
+	}).Run(ctx)
+}
+
+// ensureTopics creates and verifies the topics, retrying while the brokers
+// cannot be reached: a bridge started before its Kafka cluster waits for it.
+func ensureTopics(ctx context.Context, producer *publish.Producer, topics []string, log *slog.Logger) error {
+	backoff := 500 * time.Millisecond
+	for {
+		err := producer.EnsureTopics(ctx, topics)
+		var te *publish.TopicError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &te):
+			return &ConfigError{err}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		log.Warn("kafka not reachable; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// replicationConn opens a replication=database connection.
+func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+	pc, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, &ConfigError{fmt.Errorf("source.dsn: %w", err)}
+	}
+	pc.RuntimeParams["replication"] = "database"
+	c, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open replication connection: %w", err)
+	}
+	return c, nil
+}
+
+// Check loads the configuration's mappings, checks them against the live
+// catalog and reports the replication setup without creating anything.
+func Check(ctx context.Context, cfg *Config, w io.Writer) error {
+	conn, err := pgx.Connect(ctx, cfg.Source.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	p, err := prepare(ctx, cfg, conn)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "mappings: %d entities on %d tables, all columns, keys and expressions check out\n", len(p.set.Mappings), len(p.set.Tables()))
+	_, err = cdc.Setup(ctx, conn, nil, cdc.SetupOptions{
+		Publication: cfg.Source.Publication,
+		Slot:        cfg.Source.Slot,
+		Tables:      p.set.Tables(),
+	})
+	var se *cdc.SetupError
+	if errors.As(err, &se) {
+		fmt.Fprintf(w, "replication setup: %s\n", err)
+		if cfg.Source.CreatePublication || cfg.Source.CreateSlot {
+			fmt.Fprintln(w, "(bridge run creates a missing publication or slot where the configuration allows it)")
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "replication setup: publication %q and slot %q are ready\n", cfg.Source.Publication, cfg.Source.Slot)
+	return nil
+}

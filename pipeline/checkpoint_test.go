@@ -1,0 +1,97 @@
+package pipeline
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pglogrepl"
+)
+
+func TestCheckpoint(t *testing.T) {
+	// Each step acts on transaction n (0-based, in begin order).
+	type step struct {
+		do string // begin, produce, ack, fail, commit
+		n  int
+	}
+	tests := []struct {
+		name      string
+		steps     []step
+		confirmed []pglogrepl.LSN
+		failed    bool
+	}{
+		{
+			name:      "empty transaction confirms at commit",
+			steps:     []step{{"begin", 0}, {"commit", 0}},
+			confirmed: []pglogrepl.LSN{100},
+		},
+		{
+			name:      "waits for acknowledgement",
+			steps:     []step{{"begin", 0}, {"produce", 0}, {"produce", 0}, {"commit", 0}, {"ack", 0}, {"ack", 0}},
+			confirmed: []pglogrepl.LSN{100},
+		},
+		{
+			name:      "acks before commit do not confirm",
+			steps:     []step{{"begin", 0}, {"produce", 0}, {"ack", 0}},
+			confirmed: nil,
+		},
+		{
+			name: "later transaction waits for earlier one",
+			steps: []step{
+				{"begin", 0}, {"produce", 0}, {"commit", 0},
+				{"begin", 1}, {"produce", 1}, {"commit", 1},
+				{"ack", 1}, // 1 is done but 0 is not
+				{"ack", 0}, // both confirm at once, at 1's end
+			},
+			confirmed: []pglogrepl.LSN{200},
+		},
+		{
+			name: "in order",
+			steps: []step{
+				{"begin", 0}, {"produce", 0}, {"commit", 0}, {"ack", 0},
+				{"begin", 1}, {"produce", 1}, {"commit", 1}, {"ack", 1},
+			},
+			confirmed: []pglogrepl.LSN{100, 200},
+		},
+		{
+			name: "failure stops confirmation for good",
+			steps: []step{
+				{"begin", 0}, {"produce", 0}, {"commit", 0},
+				{"begin", 1}, {"produce", 1}, {"commit", 1},
+				{"fail", 0}, {"ack", 1},
+			},
+			confirmed: nil,
+			failed:    true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []pglogrepl.LSN
+			var failed error
+			c := newCheckpoint(
+				func(l pglogrepl.LSN) { got = append(got, l) },
+				func(err error) { failed = err })
+			var txs []*txn
+			for _, s := range tt.steps {
+				switch s.do {
+				case "begin":
+					txs = append(txs, c.begin(pglogrepl.LSN(100*(s.n+1))))
+				case "produce":
+					c.produced(txs[s.n])
+				case "ack":
+					c.acked(txs[s.n], nil)
+				case "fail":
+					c.acked(txs[s.n], errors.New("boom"))
+				case "commit":
+					c.commit(txs[s.n])
+				}
+			}
+			if diff := cmp.Diff(tt.confirmed, got); diff != "" {
+				t.Errorf("confirmed LSNs (-want +got):\n%s", diff)
+			}
+			if (failed != nil) != tt.failed {
+				t.Errorf("failed = %v, want failure %v", failed, tt.failed)
+			}
+		})
+	}
+}

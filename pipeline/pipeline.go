@@ -1,0 +1,259 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/statefeed/statefeed/cdc"
+	"github.com/statefeed/statefeed/mapping"
+	"github.com/statefeed/statefeed/publish"
+)
+
+// Source is the replication side: cdc.Source satisfies it.
+type Source interface {
+	// Run streams changes in commit order to emit until ctx ends, emit
+	// fails or the connection breaks.
+	Run(ctx context.Context, emit func(context.Context, cdc.Change) error) error
+	// Confirm records that everything up to lsn is published; safe for
+	// concurrent use; lower LSNs are ignored.
+	Confirm(lsn pglogrepl.LSN)
+	// Close reports the confirmed LSN to the server and disconnects.
+	Close(ctx context.Context) error
+}
+
+// Producer is the Kafka side: publish.Producer satisfies it.
+type Producer interface {
+	Produce(ctx context.Context, m *publish.Message, done func(error)) error
+	Flush(ctx context.Context) error
+}
+
+// Options configures a Pipeline.
+type Options struct {
+	Source    Source
+	Projector *mapping.Projector
+	Rows      mapping.RowReader // reads rows back for unchanged TOAST values
+	Producer  Producer
+
+	// SourceName names the database in ce_source
+	// ("postgresql://<SourceName>/<schema>.<table>").
+	SourceName string
+
+	// ShutdownTimeout bounds how long a stop waits for Kafka to
+	// acknowledge what is in flight (default 30s). What is not
+	// acknowledged by then is not confirmed and is read again on restart.
+	ShutdownTimeout time.Duration
+
+	// IsTransient tells errors worth a reconnect (a lost connection) from
+	// permanent ones; default cdc.IsTransient.
+	IsTransient func(error) bool
+
+	Logger *slog.Logger
+}
+
+// Pipeline moves changes from a Source through the mappings to a Producer.
+type Pipeline struct {
+	o   Options
+	log *slog.Logger
+
+	sources map[cdc.TableName]string // ce_source per table, built on first use
+}
+
+// New returns a Pipeline; nothing runs until Run.
+func New(o Options) *Pipeline {
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = 30 * time.Second
+	}
+	if o.IsTransient == nil {
+		o.IsTransient = cdc.IsTransient
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Pipeline{o: o, log: o.Logger, sources: map[cdc.TableName]string{}}
+}
+
+// Run streams until ctx ends or a permanent error occurs. A lost
+// connection to PostgreSQL is retried with backoff: what is in flight is
+// flushed and confirmed, and streaming resumes from the confirmed LSN.
+// When ctx ends, Run stops reading, waits up to ShutdownTimeout for Kafka,
+// confirms the last fully acknowledged LSN, closes the source and returns
+// nil.
+func (p *Pipeline) Run(ctx context.Context) error {
+	backoff := 250 * time.Millisecond
+	for {
+		err := p.session(ctx)
+		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+			return p.close()
+		}
+		if err != nil && !p.o.IsTransient(err) {
+			_ = p.close()
+			return err
+		}
+		p.log.Warn("source connection lost; reconnecting", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return p.close()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (p *Pipeline) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.o.Source.Close(ctx); err != nil {
+		return fmt.Errorf("close source: %w", err)
+	}
+	return nil
+}
+
+// session runs one replication connection to its end, then flushes what is
+// in flight so that its checkpoint settles before the next session starts.
+func (p *Pipeline) session(ctx context.Context) error {
+	readCtx, stopReading := context.WithCancelCause(ctx)
+	defer stopReading(nil)
+
+	var failOnce sync.Once
+	var recordErr error
+	cp := newCheckpoint(p.o.Source.Confirm, func(err error) {
+		failOnce.Do(func() {
+			recordErr = err
+			stopReading(err)
+		})
+	})
+
+	// Records are produced with a context that outlives the stop of
+	// reading, so a graceful stop can still flush them; it ends after the
+	// flush below.
+	produceCtx, stopProducing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopProducing()
+
+	s := &stream{p: p, cp: cp, produceCtx: produceCtx}
+	runErr := p.o.Source.Run(readCtx, s.emit)
+
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.ShutdownTimeout)
+	flushErr := p.o.Producer.Flush(flushCtx)
+	cancel()
+
+	switch {
+	case recordErr != nil:
+		return fmt.Errorf("publish: %w", recordErr)
+	case runErr != nil && !errors.Is(runErr, context.Canceled):
+		return runErr
+	case flushErr != nil:
+		return fmt.Errorf("stop: %d transactions not acknowledged by Kafka within %s; they will be read again on restart: %w",
+			cp.inFlight(), p.o.ShutdownTimeout, flushErr)
+	}
+	return runErr
+}
+
+// stream is the state of one session's emit callback. emit is called from
+// a single goroutine, in commit order.
+type stream struct {
+	p          *Pipeline
+	cp         *checkpoint
+	produceCtx context.Context
+
+	tx   *cdc.Tx
+	cur  *txn
+	recs []mapping.Record
+}
+
+func (s *stream) emit(ctx context.Context, c cdc.Change) error {
+	switch c.Op {
+	case cdc.Begin:
+		s.tx = c.Tx
+		s.cur = s.cp.begin(c.Tx.EndLSN)
+		return nil
+	case cdc.Commit:
+		if s.cur == nil {
+			return fmt.Errorf("commit at %s without begin", c.Tx.EndLSN)
+		}
+		s.cp.commit(s.cur)
+		s.cur, s.tx = nil, nil
+		return nil
+	}
+	if s.cur == nil {
+		return fmt.Errorf("%s outside a transaction", c.Op)
+	}
+	recs, err := s.p.o.Projector.Project(ctx, &c, s.p.o.Rows, s.recs[:0])
+	s.recs = recs
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	source := s.p.ceSource(c)
+	for i := range recs {
+		r := &recs[i]
+		m := &publish.Message{
+			Topic:  r.Topic,
+			Key:    r.Key,
+			Value:  r.Value,
+			ID:     eventID(s.tx.CommitLSN, c.Seq, i),
+			Source: source,
+			Type:   r.Entity,
+			Time:   s.tx.CommitTime,
+			LSN:    s.tx.CommitLSN,
+			XID:    s.tx.XID,
+			Table:  tableOf(c),
+			Op:     c.Op.String(),
+		}
+		t := s.cur
+		s.cp.produced(t)
+		if err := s.p.o.Producer.Produce(s.produceCtx, m, func(err error) { s.cp.acked(t, err) }); err != nil {
+			s.cp.acked(t, nil) // never produced: nothing to wait for, and the error below stops the session
+			return fmt.Errorf("publish %s record for table %s at %s: %w", r.Entity, tableOf(c), s.tx.CommitLSN, err)
+		}
+	}
+	return nil
+}
+
+// eventID derives ce_id from the position of the change in the WAL: the
+// commit LSN of its transaction, the ordinal of the change within it and
+// the ordinal of the record among those the change produced. Replaying the
+// same WAL yields the same IDs.
+func eventID(commit pglogrepl.LSN, seq, n int) string {
+	b := make([]byte, 0, 32)
+	b = append(b, commit.String()...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(seq), 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(n), 10)
+	return string(b)
+}
+
+func tableOf(c cdc.Change) string {
+	if c.Relation != nil {
+		return c.Relation.Table.String()
+	}
+	if len(c.Truncated) > 0 {
+		return c.Truncated[0].Table.String()
+	}
+	return ""
+}
+
+func (p *Pipeline) ceSource(c cdc.Change) string {
+	var t cdc.TableName
+	switch {
+	case c.Relation != nil:
+		t = c.Relation.Table
+	case len(c.Truncated) > 0:
+		t = c.Truncated[0].Table
+	}
+	s, ok := p.sources[t]
+	if !ok {
+		s = "postgresql://" + p.o.SourceName + "/" + t.String()
+		p.sources[t] = s
+	}
+	return s
+}

@@ -1,0 +1,212 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Options configures a Producer. Zero values take the documented defaults.
+type Options struct {
+	Brokers  []string // seed brokers, host:port; required
+	ClientID string   // default "statefeed-bridge"
+
+	// Partitions and ReplicationFactor apply to topics the producer creates.
+	// Defaults: 1 partition; the broker's default replication factor (-1).
+	Partitions        int32
+	ReplicationFactor int16
+
+	// AllowUncompacted lets the bridge write to an existing topic whose
+	// cleanup.policy is not exactly "compact", logging a warning instead of
+	// refusing. Consumers of such a topic lose the current state of keys
+	// that retention deletes.
+	AllowUncompacted bool
+
+	// Linger is how long a partition batch waits for more records
+	// (default 5ms). MaxBufferedRecords bounds the records waiting for an
+	// acknowledgement (default 10000); Produce blocks when it is reached,
+	// which is how Kafka back-pressure reaches the WAL reader.
+	Linger             time.Duration
+	MaxBufferedRecords int
+
+	Logger *slog.Logger
+}
+
+// Producer publishes Messages to Kafka. It is safe for concurrent use.
+// The caller closes it with Close after Flush.
+type Producer struct {
+	o   Options
+	cl  *kgo.Client
+	adm *kadm.Client
+	log *slog.Logger
+}
+
+// NewProducer validates o and creates the Kafka client. It does not contact
+// the brokers; EnsureTopics is the first call that does.
+func NewProducer(o Options) (*Producer, error) {
+	if len(o.Brokers) == 0 {
+		return nil, errors.New("kafka.brokers: at least one seed broker is required")
+	}
+	if o.ClientID == "" {
+		o.ClientID = "statefeed-bridge"
+	}
+	if o.Partitions == 0 {
+		o.Partitions = 1
+	}
+	if o.Partitions < 0 {
+		return nil, fmt.Errorf("kafka.topic_defaults.partitions: %d is not a partition count; use 1 or more", o.Partitions)
+	}
+	if o.ReplicationFactor == 0 {
+		o.ReplicationFactor = -1
+	}
+	if o.Linger == 0 {
+		o.Linger = 5 * time.Millisecond
+	}
+	if o.MaxBufferedRecords == 0 {
+		o.MaxBufferedRecords = 10000
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(o.Brokers...),
+		kgo.ClientID(o.ClientID),
+		// Both are franz-go's defaults, spelled out because the no-loss
+		// guarantee rests on them: acks from every in-sync replica, and an
+		// idempotent producer so retries neither duplicate nor reorder
+		// records within a partition.
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(o.Linger),
+		kgo.MaxBufferedRecords(o.MaxBufferedRecords),
+		// Retry without limit: an unreachable broker delays
+		// acknowledgements (and so the slot) but must not drop records.
+		kgo.RecordRetries(-1),
+		kgo.UnknownTopicRetries(-1),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.WithLogger(kgoLogger{o.Logger}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create kafka client: %w", err)
+	}
+	return &Producer{o: o, cl: cl, adm: kadm.NewClient(cl), log: o.Logger}, nil
+}
+
+// EnsureTopics creates the missing topics with cleanup.policy=compact and
+// verifies that existing ones are compacted. Topics that cannot be used are
+// reported together as a *TopicError; other errors (brokers unreachable)
+// are worth retrying.
+func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
+	topics = slices.Compact(slices.Sorted(slices.Values(topics)))
+	compact := "compact"
+	created, err := p.adm.CreateTopics(ctx, p.o.Partitions, p.o.ReplicationFactor,
+		map[string]*string{"cleanup.policy": &compact}, topics...)
+	if err != nil {
+		return fmt.Errorf("create topics %s: %w", strings.Join(topics, ", "), err)
+	}
+	var problems []string
+	var existing []string
+	for _, t := range topics {
+		r := created[t]
+		switch {
+		case r.Err == nil:
+			p.log.Info("created topic", "topic", t, "partitions", p.o.Partitions, "cleanup_policy", "compact")
+		case errors.Is(r.Err, kerr.TopicAlreadyExists):
+			existing = append(existing, t)
+		default:
+			problems = append(problems, fmt.Sprintf("topic %q: create: %v", t, r.Err))
+		}
+	}
+	if len(existing) > 0 {
+		configs, err := p.adm.DescribeTopicConfigs(ctx, existing...)
+		if err != nil {
+			return fmt.Errorf("describe topic configs of %s: %w", strings.Join(existing, ", "), err)
+		}
+		for _, rc := range configs {
+			if rc.Err != nil {
+				problems = append(problems, fmt.Sprintf("topic %q: describe configs: %v", rc.Name, rc.Err))
+				continue
+			}
+			policy := "delete" // Kafka's default when the topic does not set it
+			for _, c := range rc.Configs {
+				if c.Key == "cleanup.policy" && c.Value != nil {
+					policy = *c.Value
+				}
+			}
+			if policy == "compact" {
+				continue
+			}
+			if p.o.AllowUncompacted {
+				p.log.Warn("topic is not compacted; writing to it because kafka.allow_uncompacted_topics is set",
+					"topic", rc.Name, "cleanup_policy", policy)
+				continue
+			}
+			problems = append(problems, fmt.Sprintf(
+				"topic %q exists with cleanup.policy=%s, not compact: consumers reading it from the start would miss the state of entities whose records were deleted; "+
+					"run kafka-configs --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact, "+
+					"or set kafka.allow_uncompacted_topics: true to use it anyway", rc.Name, policy, rc.Name))
+		}
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return &TopicError{Problems: problems}
+	}
+	return nil
+}
+
+// TopicError lists topics the bridge cannot use as they are: retrying does
+// not help, the operator must act.
+type TopicError struct {
+	Problems []string
+}
+
+func (e *TopicError) Error() string { return strings.Join(e.Problems, "\n") }
+
+// Produce queues m and calls done once with nil after Kafka acknowledged
+// it, or with the error that made it fail. Produce blocks while
+// MaxBufferedRecords records await acknowledgement. Cancelling ctx fails
+// the records produced with it that are not yet sent, so a graceful stop
+// must produce with a context that outlives the stop of reading. A message
+// without a key is refused with an error and done is not called.
+// done runs on a client goroutine and must not block.
+func (p *Producer) Produce(ctx context.Context, m *Message, done func(error)) error {
+	if len(m.Key) == 0 {
+		return fmt.Errorf("message for topic %q (%s) has an empty key; refusing to write it to a compacted topic", m.Topic, m.ID)
+	}
+	p.cl.Produce(ctx, m.record(), func(_ *kgo.Record, err error) { done(err) })
+	return nil
+}
+
+// Flush blocks until every produced message was acknowledged or failed, or
+// ctx ends.
+func (p *Producer) Flush(ctx context.Context) error {
+	if err := p.cl.Flush(ctx); err != nil {
+		return fmt.Errorf("flush kafka producer: %w", err)
+	}
+	return nil
+}
+
+// Close closes the client. Messages not yet acknowledged fail; call Flush first.
+func (p *Producer) Close() { p.cl.Close() }
+
+// kgoLogger adapts slog to franz-go's logger at warn level and above: the
+// client's info logs are too chatty for an operator's log.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, kv ...any) {
+	switch level {
+	case kgo.LogLevelError:
+		k.l.Error("kafka: "+msg, kv...)
+	default:
+		k.l.Warn("kafka: "+msg, kv...)
+	}
+}
