@@ -1,0 +1,230 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/statefeed/statefeed/mapping"
+	"github.com/statefeed/statefeed/testenv"
+)
+
+// One PostgreSQL cluster and one broker serve the package's integration
+// tests; each test gets its own database, slot, publication and topics.
+var (
+	pg     *testenv.Postgres
+	broker *testenv.Broker
+)
+
+func TestMain(m *testing.M) {
+	ctx := context.Background()
+	var err error
+	if pg, err = testenv.StartPostgres(ctx, testenv.PostgresOptions{}); err != nil {
+		fmt.Fprintln(os.Stderr, "start PostgreSQL:", err)
+		os.Exit(1)
+	}
+	if broker, err = testenv.StartBroker(ctx, testenv.BrokerOptions{Proxied: true}); err != nil {
+		pg.Close()
+		fmt.Fprintln(os.Stderr, "start broker:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	broker.Close()
+	pg.Close()
+	os.Exit(code)
+}
+
+// env is one test's database, mappings and configuration.
+type env struct {
+	t      *testing.T
+	db     string
+	dsn    string
+	prefix string // topic prefix
+	cfg    *Config
+	set    *mapping.Set
+}
+
+var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
+
+// newEnv creates a database with the example legacy schema, writes the
+// example mappings with topics prefixed by the test's name, and returns a
+// configuration for them.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	name := strings.Trim(nonWord.ReplaceAllString(strings.ToLower(t.Name()), "_"), "_")
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	e := &env{t: t, db: name, prefix: name + "."}
+	if err := pg.CreateDatabase(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	e.dsn = pg.DSN(name)
+	schema, err := os.ReadFile("../../examples/legacy/schema.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.exec(string(schema))
+
+	dir := t.TempDir()
+	files, _ := filepath.Glob("../../examples/legacy/mappings/*.yaml")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = regexp.MustCompile(`(?m)^topic: `).ReplaceAll(b, []byte("topic: "+e.prefix))
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.File = filepath.Join(dir, "config.yaml")
+	cfg.Source.DSN = e.dsn
+	cfg.Source.Name = name
+	cfg.Source.Slot = name
+	cfg.Source.Publication = name
+	cfg.Source.StatusInterval = 500 * time.Millisecond
+	cfg.Kafka.Brokers = broker.Addrs()
+	cfg.Kafka.TopicDefaults.Partitions = 3
+	cfg.Mappings = []string{dir}
+	cfg.ShutdownTimeout = 20 * time.Second
+	e.cfg = &cfg
+	if e.set, err = mapping.Load(cfg.Mappings); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.dropSlot() })
+	return e
+}
+
+func (e *env) exec(sql string, args ...any) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if len(args) == 0 {
+		if err := conn.PgConn().Exec(ctx, sql).Close(); err != nil {
+			e.t.Fatalf("exec %q: %v", sql, err)
+		}
+		return
+	}
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		e.t.Fatalf("exec %q: %v", sql, err)
+	}
+}
+
+func (e *env) queryString(sql string) string {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var s string
+	if err := conn.QueryRow(ctx, sql).Scan(&s); err != nil {
+		e.t.Fatalf("query %q: %v", sql, err)
+	}
+	return s
+}
+
+func (e *env) dropSlot() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	// The walsender may take a moment to release the slot after the bridge stops.
+	_ = testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) (bool, string, error) {
+		_, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", e.db)
+		return err == nil, fmt.Sprint(err), nil
+	})
+}
+
+// bridge is a running bridge in this process.
+type running struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs the bridge with e's configuration until stop.
+func (e *env) start() *running {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	go func() { r.done <- Run(ctx, e.cfg, log) }()
+	e.t.Cleanup(func() { r.stop() })
+	return r
+}
+
+// stop stops the bridge gracefully and returns what Run returned.
+func (r *running) stop() error {
+	r.cancel()
+	err, ok := <-r.done
+	if ok {
+		close(r.done)
+	}
+	return err
+}
+
+// wait returns what Run returned when it stops by itself.
+func (r *running) wait(timeout time.Duration) (error, bool) {
+	select {
+	case err := <-r.done:
+		close(r.done)
+		return err, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+func (e *env) waitConverged() {
+	e.t.Helper()
+	ctx := context.Background()
+	if err := testenv.WaitConverged(ctx, 60*time.Second, e.dsn, broker.Addrs(), e.set); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) topic(entity string) string {
+	for _, m := range e.set.Mappings {
+		if m.Entity == entity {
+			return m.Topic
+		}
+	}
+	e.t.Fatalf("no entity %s", entity)
+	return ""
+}
+
+func (e *env) read(entity string) []testenv.Message {
+	e.t.Helper()
+	msgs, err := testenv.ReadTopic(context.Background(), broker.Addrs(), e.topic(entity))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return msgs
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
