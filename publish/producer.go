@@ -86,9 +86,11 @@ func NewProducer(o Options) (*Producer, error) {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(o.Linger),
 		kgo.MaxBufferedRecords(o.MaxBufferedRecords),
-		// Retry without limit: an unreachable broker delays
-		// acknowledgements (and so the slot) but must not drop records.
-		kgo.RecordRetries(-1),
+		// Records are retried without limit (franz-go's default, kept): an
+		// unreachable broker delays acknowledgements, and so the slot, but
+		// must not drop records. The topics exist before the first record
+		// (EnsureTopics), so an unknown topic is a broker still loading its
+		// metadata or a topic deleted under us: keep retrying there too.
 		kgo.UnknownTopicRetries(-1),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
 		kgo.WithLogger(kgoLogger{o.Logger}),

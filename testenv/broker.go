@@ -12,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // BrokerOptions configures StartBroker. The zero value is ready to use.
@@ -44,6 +42,12 @@ type BrokerOptions struct {
 	// Configs are extra broker configs, such as message.max.bytes; they
 	// override the ones above.
 	Configs map[string]string
+
+	// Proxied puts a Proxy in front of every broker and makes the brokers
+	// advertise the proxies' addresses in metadata, so that every client
+	// connection, not only the bootstrap one, goes through a proxy that
+	// Broker.Proxies returns for cutting connections.
+	Proxied bool
 }
 
 // Broker is a throwaway Kafka-protocol cluster (franz-go's kfake) on
@@ -64,8 +68,9 @@ type Broker struct {
 
 	mu      sync.Mutex
 	cluster *kfake.Cluster
-	addrs   []string
-	ports   []int
+	addrs   []string // advertised: the brokers' or, if proxied, the proxies'
+	ports   []int    // the brokers' own listening ports
+	proxies []*Proxy // one per broker when proxied
 	closed  bool
 }
 
@@ -125,22 +130,65 @@ func StartBroker(ctx context.Context, opts BrokerOptions) (*Broker, error) {
 
 	c, err := kfake.NewCluster(b.clusterOpts(nil)...)
 	if err != nil {
+		b.closeProxies()
 		b.removeDir()
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
 	b.cluster = c
 	b.addrs = c.ListenAddrs()
-	for _, addr := range b.addrs {
-		port, err := addrPort(addr)
-		if err != nil {
-			c.Close()
-			b.removeDir()
-			return nil, fmt.Errorf("start broker: listen address %q: %w", addr, err)
-		}
-		b.ports = append(b.ports, port)
-	}
 	return b, nil
 }
+
+// listen is kfake's ListenFn: it records each broker's own port and, when
+// proxied, starts a proxy for each new broker and makes the listener
+// report the proxy's address, which kfake advertises in metadata. Brokers
+// listen in order, so the i-th call of one cluster start is broker i; a
+// restart reuses the proxies and ports of the first start.
+func (b *Broker) listenFn() func(network, address string) (net.Listener, error) {
+	i := 0
+	return func(network, address string) (net.Listener, error) {
+		ln, err := net.Listen(network, address)
+		if err != nil {
+			return nil, err
+		}
+		idx := i
+		i++
+		if idx == len(b.ports) {
+			port, err := addrPort(ln.Addr().String())
+			if err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("listen address %s: %w", ln.Addr(), err)
+			}
+			b.ports = append(b.ports, port)
+		}
+		if !b.opts.Proxied {
+			return ln, nil
+		}
+		if idx == len(b.proxies) {
+			px, err := StartProxy(context.Background(), ln.Addr().String())
+			if err != nil {
+				ln.Close()
+				return nil, err
+			}
+			b.proxies = append(b.proxies, px)
+		}
+		px := b.proxies[idx]
+		advertised, err := net.ResolveTCPAddr("tcp", px.Addr())
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		return advertisedListener{Listener: ln, addr: advertised}, nil
+	}
+}
+
+// advertisedListener reports another address than the one it listens on.
+type advertisedListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l advertisedListener) Addr() net.Addr { return l.addr }
 
 // clusterOpts returns kfake's options; ports nil means pick free ones.
 func (b *Broker) clusterOpts(ports []int) []kfake.Opt {
@@ -155,6 +203,7 @@ func (b *Broker) clusterOpts(ports []int) []kfake.Opt {
 		kfake.DefaultNumPartitions(b.opts.Partitions),
 		kfake.BrokerConfigs(configs),
 		kfake.ClusterID("statefeed-testenv"),
+		kfake.ListenFn(b.listenFn()),
 	}
 	if ports != nil {
 		opts = append(opts, kfake.Ports(ports...))
@@ -165,12 +214,21 @@ func (b *Broker) clusterOpts(ports []int) []kfake.Opt {
 	return opts
 }
 
-// Addrs returns the brokers' host:port addresses, for kgo.SeedBrokers.
-// They stay the same across Restart.
+// Addrs returns the brokers' host:port addresses, for kgo.SeedBrokers:
+// the proxies' addresses if BrokerOptions.Proxied is set. They stay the
+// same across Restart.
 func (b *Broker) Addrs() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]string(nil), b.addrs...)
+}
+
+// Proxies returns the proxy in front of each broker, in broker order, if
+// BrokerOptions.Proxied is set, and nil otherwise. They survive Restart.
+func (b *Broker) Proxies() []*Proxy {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*Proxy(nil), b.proxies...)
 }
 
 // Cluster returns the running kfake cluster, for fault injection with its
@@ -235,35 +293,16 @@ func (b *Broker) Restart(ctx context.Context) error {
 		}
 	}
 
-	// kfake starts its compaction timer only when a topic is created or a
-	// config is altered, not when it loads topics from disk. Setting the
-	// interval again starts it.
-	if err := b.restartCompaction(ctx); err != nil {
-		return fmt.Errorf("restart broker: resume compaction: %w", err)
+	// kfake starts its compaction timer only when a topic is created or
+	// deleted or a config is altered, not when it loads topics from disk.
+	// Creating and deleting a scratch topic starts it, without going
+	// through the network, which may be cut by a proxy.
+	const scratch = "__statefeed_testenv_restart"
+	if err := b.cluster.CreateTopic(scratch, 1, nil); err != nil {
+		return fmt.Errorf("restart broker: resume compaction: create topic %s: %w", scratch, err)
 	}
-	return nil
-}
-
-func (b *Broker) restartCompaction(ctx context.Context) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addrs...))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	interval := strconv.FormatInt(b.opts.CompactEvery.Milliseconds(), 10)
-	if v, ok := b.opts.Configs["log.cleaner.backoff.ms"]; ok {
-		interval = v
-	}
-	resps, err := kadm.NewClient(cl).AlterBrokerConfigs(ctx, []kadm.AlterConfig{
-		{Op: kadm.SetConfig, Name: "log.cleaner.backoff.ms", Value: &interval},
-	})
-	if err != nil {
-		return err
-	}
-	for _, r := range resps {
-		if r.Err != nil {
-			return fmt.Errorf("set log.cleaner.backoff.ms: %w", r.Err)
-		}
+	if err := b.cluster.DeleteTopic(scratch); err != nil {
+		return fmt.Errorf("restart broker: resume compaction: delete topic %s: %w", scratch, err)
 	}
 	return nil
 }
@@ -281,7 +320,14 @@ func (b *Broker) Close() error {
 		b.cluster.Close()
 		b.cluster = nil
 	}
+	b.closeProxies()
 	return b.removeDir()
+}
+
+func (b *Broker) closeProxies() {
+	for _, px := range b.proxies {
+		px.Close()
+	}
 }
 
 func (b *Broker) removeDir() error {

@@ -16,7 +16,14 @@ import (
 // compacted view its topic must converge to. Rows are read in text format,
 // exactly as pgoutput sends values, and projected as inserts would be.
 func ExpectedView(ctx context.Context, dsn string, m *mapping.Mapping) (map[string][]byte, error) {
-	conn, err := pgx.Connect(ctx, dsn)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	// Values in the text format the stream uses, so that the expected view
+	// is rendered from the same bytes the bridge renders.
+	cdc.SetTextFormat(cfg.RuntimeParams)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}

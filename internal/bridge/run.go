@@ -122,6 +122,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return &ConfigError{fmt.Errorf("source.dsn: %w", err)}
 	}
 	poolCfg.MaxConns = 2
+	cdc.SetTextFormat(poolCfg.ConnConfig.RuntimeParams)
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("connect to source for row reads: %w", err)
