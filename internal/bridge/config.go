@@ -103,9 +103,9 @@ func LoadConfig(file string, lookup func(string) (string, bool)) (*Config, error
 	cfg := DefaultConfig()
 	cfg.File = file
 	yamlconf.Decode(file, root, "", &cfg, &p)
-	if len(p) == 0 {
-		cfg.validate(file, root, &p)
-	}
+	// Values that failed to decode keep their defaults, so validating the
+	// rest as well reports every problem in one pass.
+	cfg.validate(file, root, &p)
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
@@ -156,14 +156,14 @@ func (c *Config) validate(file string, root *yaml.Node, p *yamlconf.Problems) {
 	if c.Source.Publication == "" || len(c.Source.Publication) > 63 {
 		p.Add(file, at("source.publication"), "source.publication", "must be 1 to 63 characters")
 	}
-	if c.Source.StatusInterval <= 0 || c.Source.StatusInterval > 10*time.Second {
+	if c.Source.StatusInterval < 100*time.Millisecond || c.Source.StatusInterval > 10*time.Second {
 		p.Add(file, at("source.status_interval"), "source.status_interval", "%s is out of range; use a duration from 100ms to 10s (PostgreSQL drops replication connections that stay silent for wal_sender_timeout)", c.Source.StatusInterval)
 	}
 	if len(c.Kafka.Brokers) == 0 {
 		p.Add(file, at("kafka.brokers"), "kafka.brokers", "at least one seed broker is required, e.g. [\"kafka-1:9092\"]")
 	}
 	for i, b := range c.Kafka.Brokers {
-		if !strings.Contains(b, ":") {
+		if !strings.Contains(b, ":") && !strings.Contains(b, "${") {
 			path := fmt.Sprintf("kafka.brokers[%d]", i)
 			p.Add(file, at(path), path, "%q has no port; write host:port", b)
 		}
@@ -176,9 +176,6 @@ func (c *Config) validate(file string, root *yaml.Node, p *yamlconf.Problems) {
 	}
 	if c.Kafka.MaxBufferedRecords < 0 {
 		p.Add(file, at("kafka.max_buffered_records"), "kafka.max_buffered_records", "must not be negative")
-	}
-	if len(c.Mappings) == 0 {
-		p.Add(file, at("mappings"), "mappings", "list at least one mapping file or directory")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -12,12 +12,12 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-func env(vars map[string]string) func(string) (string, bool) {
+func lookupIn(vars map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 }
 
 func TestLoadConfig(t *testing.T) {
-	cfg, err := LoadConfig("testdata/config/good.yaml", env(map[string]string{"PGPASS": "s3cret"}))
+	cfg, err := LoadConfig("testdata/config/good.yaml", lookupIn(map[string]string{"PGPASS": "s3cret"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestLoadConfig(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	for _, name := range []string{"broken", "unset"} {
 		t.Run(name, func(t *testing.T) {
-			_, err := LoadConfig("testdata/config/"+name+".yaml", env(nil))
+			_, err := LoadConfig("testdata/config/"+name+".yaml", lookupIn(nil))
 			if err == nil {
 				t.Fatal("no error")
 			}
