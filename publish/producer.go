@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,6 +37,12 @@ type Options struct {
 	// which is how Kafka back-pressure reaches the WAL reader.
 	Linger             time.Duration
 	MaxBufferedRecords int
+
+	// MaxMessageBytes is the largest record batch the producer sends and
+	// the max.message.bytes of the topics it creates (default 8 MiB). An
+	// entity's document must fit: a 1 MB TOASTed text column makes a 1 MB
+	// value.
+	MaxMessageBytes int32
 
 	Logger *slog.Logger
 }
@@ -73,6 +80,9 @@ func NewProducer(o Options) (*Producer, error) {
 	if o.MaxBufferedRecords == 0 {
 		o.MaxBufferedRecords = 10000
 	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = 8 << 20
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -86,6 +96,7 @@ func NewProducer(o Options) (*Producer, error) {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(o.Linger),
 		kgo.MaxBufferedRecords(o.MaxBufferedRecords),
+		kgo.ProducerBatchMaxBytes(o.MaxMessageBytes),
 		// Records are retried without limit (franz-go's default, kept): an
 		// unreachable broker delays acknowledgements, and so the slot, but
 		// must not drop records. The topics exist before the first record
@@ -108,8 +119,9 @@ func NewProducer(o Options) (*Producer, error) {
 func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
 	topics = slices.Compact(slices.Sorted(slices.Values(topics)))
 	compact := "compact"
+	maxBytes := strconv.Itoa(int(p.o.MaxMessageBytes))
 	created, err := p.adm.CreateTopics(ctx, p.o.Partitions, p.o.ReplicationFactor,
-		map[string]*string{"cleanup.policy": &compact}, topics...)
+		map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes}, topics...)
 	if err != nil {
 		return fmt.Errorf("create topics %s: %w", strings.Join(topics, ", "), err)
 	}
@@ -182,7 +194,13 @@ func (p *Producer) Produce(ctx context.Context, m *Message, done func(error)) er
 	if len(m.Key) == 0 {
 		return fmt.Errorf("message for topic %q (%s) has an empty key; refusing to write it to a compacted topic", m.Topic, m.ID)
 	}
-	p.cl.Produce(ctx, m.record(), func(_ *kgo.Record, err error) { done(err) })
+	p.cl.Produce(ctx, m.record(), func(r *kgo.Record, err error) {
+		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
+			err = fmt.Errorf("record %s for topic %q has %d bytes, more than Kafka accepts: raise the topic's max.message.bytes and kafka.max_message_bytes: %w",
+				m.ID, m.Topic, len(r.Key)+len(r.Value), err)
+		}
+		done(err)
+	})
 	return nil
 }
 

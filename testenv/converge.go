@@ -12,9 +12,10 @@ import (
 	"github.com/statefeed/statefeed/mapping"
 )
 
-// ExpectedView applies mapping m to a fresh SELECT of its table: the
-// compacted view its topic must converge to. Rows are read in text format,
-// exactly as pgoutput sends values, and projected as inserts would be.
+// ExpectedView applies mapping m, which must have passed Set.Check, to a
+// fresh SELECT of its table: the compacted view its topic must converge
+// to. Rows are read in text format, exactly as pgoutput sends values, and
+// projected as inserts would be.
 func ExpectedView(ctx context.Context, dsn string, m *mapping.Mapping) (map[string][]byte, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -74,7 +75,15 @@ func ExpectedView(ctx context.Context, dsn string, m *mapping.Mapping) (map[stri
 // Converged reports whether the compacted view of every mapping's topic
 // equals the mapping applied to the source's current rows, and if not,
 // why (a bounded diff). It also fails on any record with a null key.
+//
+// set is loaded afresh from the files the caller's set came from and
+// checked against the current catalog, so the caller's set need not have
+// been checked.
 func Converged(ctx context.Context, dsn string, brokers []string, set *mapping.Set) (bool, string, error) {
+	set, err := checkedCopy(ctx, dsn, set)
+	if err != nil {
+		return false, "", err
+	}
 	for _, m := range set.Mappings {
 		want, err := ExpectedView(ctx, dsn, m)
 		if err != nil {
@@ -99,4 +108,30 @@ func WaitConverged(ctx context.Context, timeout time.Duration, dsn string, broke
 	return Eventually(ctx, timeout, func(ctx context.Context) (bool, string, error) {
 		return Converged(ctx, dsn, brokers, set)
 	})
+}
+
+// checkedCopy loads set's mapping files again and checks them against the
+// live catalog, without touching the caller's set.
+func checkedCopy(ctx context.Context, dsn string, set *mapping.Set) (*mapping.Set, error) {
+	var files []string
+	for _, m := range set.Mappings {
+		files = append(files, m.File)
+	}
+	fresh, err := mapping.Load(files)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	cat, err := cdc.LoadCatalog(ctx, conn, fresh.Tables())
+	if err != nil {
+		return nil, err
+	}
+	if err := fresh.Check(cat); err != nil {
+		return nil, err
+	}
+	return fresh, nil
 }

@@ -48,6 +48,7 @@ type KafkaConfig struct {
 	AllowUncompactedTopics bool          `yaml:"allow_uncompacted_topics"`
 	Linger                 time.Duration `yaml:"linger"`
 	MaxBufferedRecords     int           `yaml:"max_buffered_records"`
+	MaxMessageBytes        int           `yaml:"max_message_bytes"`
 }
 
 // TopicDefaults apply to the topics the bridge creates.
@@ -173,6 +174,9 @@ func (c *Config) validate(file string, root *yaml.Node, p *yamlconf.Problems) {
 	}
 	if rf := c.Kafka.TopicDefaults.ReplicationFactor; rf == 0 || rf < -1 {
 		p.Add(file, at("kafka.topic_defaults.replication_factor"), "kafka.topic_defaults.replication_factor", "%d is not a replication factor; use 1 or more, or -1 for the broker's default", rf)
+	}
+	if c.Kafka.MaxMessageBytes < 0 || c.Kafka.MaxMessageBytes > 1<<30 {
+		p.Add(file, at("kafka.max_message_bytes"), "kafka.max_message_bytes", "%d is out of range; use a size in bytes up to 1073741824", c.Kafka.MaxMessageBytes)
 	}
 	if c.Kafka.MaxBufferedRecords < 0 {
 		p.Add(file, at("kafka.max_buffered_records"), "kafka.max_buffered_records", "must not be negative")

@@ -169,7 +169,13 @@ func (e *env) start() *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	go func() { r.done <- Run(ctx, e.cfg, log) }()
+	go func() {
+		err := Run(ctx, e.cfg, log)
+		if err != nil {
+			log.Info("Run returned", "err", err)
+		}
+		r.done <- err
+	}()
 	e.t.Cleanup(func() { r.stop() })
 	return r
 }

@@ -107,6 +107,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		AllowUncompacted:   cfg.Kafka.AllowUncompactedTopics,
 		Linger:             cfg.Kafka.Linger,
 		MaxBufferedRecords: cfg.Kafka.MaxBufferedRecords,
+		MaxMessageBytes:    int32(cfg.Kafka.MaxMessageBytes),
 		Logger:             log,
 	})
 	if err != nil {
