@@ -24,7 +24,7 @@ func TestLoadValid(t *testing.T) {
 			Fields: []*Field{
 				{Name: "id", Path: "fields.id", Line: 9, Column: "cst_id"},
 				{Name: "code", Path: "fields.code", Line: 10, Column: "cst_cd"},
-				{Name: "name", Path: "fields.name", Line: 11, Expr: "trim(cst_nm)", exprLine: 11},
+				{Name: "name", Path: "fields.name", Line: 11, Expr: "trim(cst_nm ?? \"\")", exprLine: 11},
 				{Name: "email", Path: "fields.email", Line: 12, Column: "eml_addr"},
 				{Name: "active", Path: "fields.active", Line: 13, Expr: "rec_stat == 'A'", exprLine: 13},
 				{Name: "limit", Path: "fields.limit", Line: 14, Expr: "crd_lmt * 2", exprLine: 14},

@@ -41,10 +41,21 @@ type Projector struct {
 	rels map[uint32]*boundRel
 	vm   vm.VM
 	sc   scratch
-	buf  []byte // key then value of the record being rendered
+	buf  []byte // the value being rendered
+	kbuf []byte // the new key of the change being projected
 	env  map[string]any
 	dec  []any  // decoded values of the current row, by column position
 	have []bool // which of dec are set
+	read readBack
+}
+
+// readBack remembers the row read back for the change being projected, so
+// mappings sharing a table read it once.
+type readBack struct {
+	done  bool
+	by    []int
+	cur   []cdc.Value
+	found bool
 }
 
 // NewProjector returns a projector for a checked Set.
@@ -222,6 +233,7 @@ func (p *Projector) Project(ctx context.Context, c *cdc.Change, rr RowReader, ou
 	if err != nil {
 		return out, err
 	}
+	p.read = readBack{}
 	for _, b := range br.maps {
 		if c.Op == cdc.Delete {
 			out, err = p.delete(b, c, out)
@@ -306,9 +318,14 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 			return out, b.rowError(c, row, "", errors.New("the change lacks an unchanged TOAST value and no RowReader was given to read it back"))
 		}
 		by := p.byValues(b, row, old)
-		cur, found, err := rr.ReadRow(ctx, c.Relation, b.readBy, by)
-		if err != nil {
-			return out, fmt.Errorf("mapping %s: read back the current row of %s for a value the WAL did not carry: %w", b.m.File, c.Relation.Table, err)
+		cur, found := p.read.cur, p.read.found
+		if !p.read.done || !slices.Equal(p.read.by, b.readBy) {
+			var err error
+			cur, found, err = rr.ReadRow(ctx, c.Relation, b.readBy, by)
+			if err != nil {
+				return out, fmt.Errorf("mapping %s: read back the current row of %s for a value the WAL did not carry: %w", b.m.File, c.Relation.Table, err)
+			}
+			p.read = readBack{done: true, by: b.readBy, cur: cur, found: found}
 		}
 		if !found {
 			// The row is gone by now; a later change in the stream says
@@ -340,7 +357,9 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 	if err != nil {
 		return out, err
 	}
-	newKey = bytes.Clone(newKey)
+	// renderValue reuses p.buf: keep the key apart.
+	p.kbuf = append(p.kbuf[:0], newKey...)
+	newKey = p.kbuf
 	keyChanged := oldKey != nil && !bytes.Equal(oldKey, newKey)
 	if keyChanged && (!precise || oldIn) {
 		out = p.emit(b, oldKey, nil, out)
@@ -528,6 +547,9 @@ func exprError(err error) error {
 	var fe *file.Error
 	if errors.As(err, &fe) {
 		msg := scrubText(fe.Message)
+		if strings.Contains(msg, "nil") {
+			msg += " (a NULL column is nil in expressions: test it with == nil or give a default with ??, e.g. trim(name ?? \"\"))"
+		}
 		if fe.Line > 0 {
 			return fmt.Errorf("expression failed at %d:%d: %s", fe.Line, fe.Column+1, msg)
 		}

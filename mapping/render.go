@@ -370,9 +370,15 @@ func appendDateTime(dst []byte, k kind, text []byte) ([]byte, error) {
 	return t.AppendFormat(dst, "2006-01-02T15:04:05.999999999Z07:00"), nil
 }
 
+var errDateTime = [...]error{
+	kindDate:        errors.New("malformed date text; the source session must use DateStyle ISO"),
+	kindTimestamp:   errors.New("malformed timestamp text; the source session must use DateStyle ISO"),
+	kindTimestamptz: errors.New("malformed timestamptz text; the source session must use DateStyle ISO"),
+}
+
 // parseDateTime parses ISO-style date/time text into a UTC time.
 func parseDateTime(text []byte, k kind) (time.Time, error) {
-	bad := fmt.Errorf("malformed %s text; the source session must use DateStyle ISO", [...]string{kindDate: "date", kindTimestamp: "timestamp", kindTimestamptz: "timestamptz"}[k])
+	bad := errDateTime[k]
 	s := text
 	bc := false
 	if bytes.HasSuffix(s, []byte(" BC")) {
