@@ -202,7 +202,12 @@ func TestBrokerOptionsErrors(t *testing.T) {
 
 func newClient(t *testing.T, b *Broker) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs()...))
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(b.Addrs()...),
+		// After a dropped connection the client refreshes its metadata,
+		// at most every 5s by default; do not let that pace the tests.
+		kgo.MetadataMinAge(100*time.Millisecond),
+	)
 	if err != nil {
 		t.Fatal(err)
 	}
