@@ -309,6 +309,7 @@ type stream struct {
 	deadline   time.Time
 	lastEnd    pglogrepl.LSN // EndLSN of the last decoded Commit
 	buf        []byte        // current block that message copies are cut from
+	lastStatus time.Time
 }
 
 // bufBlock is the size of the blocks that WAL messages are copied into.
@@ -359,7 +360,17 @@ func (st *stream) run(ctx context.Context) error {
 	}
 }
 
-var errStreamEnded = errors.New("server ended the replication stream")
+var (
+	errStreamEnded   = errors.New("server ended the replication stream")
+	errServerWaiting = errors.New("server is waiting for unconfirmed changes (shutting down?)")
+)
+
+// serverWaitHint is how soon after a status update a second request for
+// one means the server is waiting for confirmation rather than checking
+// that the client is alive. A walsender checks liveness only after
+// wal_sender_timeout/2 without a reply, so this misreads only a server
+// with wal_sender_timeout under 2s.
+const serverWaitHint = time.Second
 
 func (st *stream) copyData(ctx context.Context, data []byte) error {
 	if len(data) == 0 {
@@ -379,6 +390,20 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 			return st.status()
 		}
 		if k.ReplyRequested {
+			if time.Since(st.lastStatus) < serverWaitHint && k.ServerWALEnd > confirmed {
+				// The server asks again right after our answer: it is
+				// waiting for us to confirm what it sent, which a
+				// walsender does when the server shuts down. Holding
+				// the connection would hold up the shutdown until emit
+				// catches up, so end the stream; unconfirmed changes
+				// come again on the next Run.
+				st.src.log.Warn("server waits for unconfirmed changes, probably to shut down; ending the stream",
+					"lsn", confirmed, "server_lsn", k.ServerWALEnd)
+				closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+				st.conn.Close(closeCtx)
+				cancel()
+				return fmt.Errorf("replication on slot %q: %w", st.src.o.Slot, errServerWaiting)
+			}
 			return st.status()
 		}
 	case pglogrepl.XLogDataByteID:
@@ -449,7 +474,8 @@ func (st *stream) status() error {
 	if err := sendStatus(st.conn, st.src.Confirmed()); err != nil {
 		return fmt.Errorf("send standby status on slot %q: %w", st.src.o.Slot, err)
 	}
-	st.nextStatus = time.Now().Add(st.src.o.StatusInterval)
+	st.lastStatus = time.Now()
+	st.nextStatus = st.lastStatus.Add(st.src.o.StatusInterval)
 	return nil
 }
 
@@ -479,7 +505,7 @@ func IsTransient(err error) bool {
 		// Class 08: connection exceptions.
 		return strings.HasPrefix(pgErr.Code, "08")
 	}
-	if errors.Is(err, errStreamEnded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	if errors.Is(err, errStreamEnded) || errors.Is(err, errServerWaiting) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.EPIPE) {
 		return true
