@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -64,7 +64,7 @@ type BrokerOptions struct {
 type Broker struct {
 	opts    BrokerOptions // defaults filled in
 	dataDir string
-	ownDir  bool // dataDir is ours to remove
+	tempDir string // ours to remove: holds dataDir unless DataDir was given
 
 	mu      sync.Mutex
 	cluster *kfake.Cluster
@@ -121,11 +121,11 @@ func StartBroker(ctx context.Context, opts BrokerOptions) (*Broker, error) {
 
 	b := &Broker{opts: opts, dataDir: opts.DataDir}
 	if !opts.InMemory && b.dataDir == "" {
-		dir, err := os.MkdirTemp("", "statefeed-kafka-")
+		dir, err := newTempDir("kafka")
 		if err != nil {
 			return nil, fmt.Errorf("create broker data directory: %w", err)
 		}
-		b.dataDir, b.ownDir = dir, true
+		b.tempDir, b.dataDir = dir, filepath.Join(dir, "data")
 	}
 
 	c, err := kfake.NewCluster(b.clusterOpts(nil)...)
@@ -331,10 +331,10 @@ func (b *Broker) closeProxies() {
 }
 
 func (b *Broker) removeDir() error {
-	if !b.ownDir {
+	if b.tempDir == "" {
 		return nil
 	}
-	if err := os.RemoveAll(b.dataDir); err != nil {
+	if err := removeTempDir(b.tempDir); err != nil {
 		return fmt.Errorf("remove broker data directory: %w", err)
 	}
 	return nil

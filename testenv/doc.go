@@ -2,7 +2,9 @@
 // tests, the demo program and benchmarks: a PostgreSQL cluster initialised
 // from the installed server binaries with wal_level=logical, a
 // Kafka-protocol broker (franz-go's kfake) that compacts topics with
-// cleanup.policy=compact, and a TCP proxy that cuts connections on demand.
+// cleanup.policy=compact, and a TCP proxy that cuts connections on demand,
+// in front of either (BrokerOptions.Proxied routes every broker connection
+// through one).
 // It also reads topics back and builds their compacted view, which is the
 // oracle the convergence tests compare against the source rows.
 //
@@ -14,7 +16,9 @@
 //     lives under its own temporary directory.
 //   - Whoever starts a resource closes it. The New… helpers register Close
 //     with t.Cleanup; Close is idempotent and never leaves a process or
-//     directory behind, killing what does not stop in time.
+//     directory behind, killing what does not stop in time. If the test
+//     binary itself is killed, PostgreSQL gets an immediate shutdown from
+//     the kernel, and the next start removes the directories it left.
 //   - A missing PostgreSQL installation is an error that says what to
 //     install, never a skipped test.
 //   - Waits are polls with deadlines (see [Eventually]); nothing here

@@ -125,7 +125,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		return nil, err
 	}
 
-	dir, err := os.MkdirTemp("", "statefeed-pg-")
+	dir, err := newTempDir("pg")
 	if err != nil {
 		return nil, fmt.Errorf("create postgres temporary directory: %w", err)
 	}
