@@ -33,9 +33,9 @@ func newCheckpoint(confirm func(pglogrepl.LSN), fail func(error)) *checkpoint {
 	return &checkpoint{confirm: confirm, fail: fail}
 }
 
-// begin starts tracking a transaction that ends at end.
-func (c *checkpoint) begin(end pglogrepl.LSN) *txn {
-	t := &txn{end: end}
+// begin starts tracking a transaction.
+func (c *checkpoint) begin() *txn {
+	t := &txn{}
 	c.mu.Lock()
 	c.queue = append(c.queue, t)
 	c.mu.Unlock()
@@ -61,10 +61,13 @@ func (c *checkpoint) acked(t *txn, err error) {
 	c.advance()
 }
 
-// commit marks t complete: all of its records have been produced.
-func (c *checkpoint) commit(t *txn) {
+// commit marks t complete: all of its records have been produced, and
+// once they are acknowledged the slot may confirm end. (The end LSN is
+// known only from the Commit message.)
+func (c *checkpoint) commit(t *txn, end pglogrepl.LSN) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	t.end = end
 	t.committed = true
 	c.advance()
 }

@@ -75,7 +75,7 @@ func TestCheckpoint(t *testing.T) {
 			for _, s := range tt.steps {
 				switch s.do {
 				case "begin":
-					txs = append(txs, c.begin(pglogrepl.LSN(100*(s.n+1))))
+					txs = append(txs, c.begin())
 				case "produce":
 					c.produced(txs[s.n])
 				case "ack":
@@ -83,7 +83,7 @@ func TestCheckpoint(t *testing.T) {
 				case "fail":
 					c.acked(txs[s.n], errors.New("boom"))
 				case "commit":
-					c.commit(txs[s.n])
+					c.commit(txs[s.n], pglogrepl.LSN(100*(s.n+1)))
 				}
 			}
 			if diff := cmp.Diff(tt.confirmed, got); diff != "" {

@@ -171,13 +171,13 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 	switch c.Op {
 	case cdc.Begin:
 		s.tx = c.Tx
-		s.cur = s.cp.begin(c.Tx.EndLSN)
+		s.cur = s.cp.begin()
 		return nil
 	case cdc.Commit:
 		if s.cur == nil {
 			return fmt.Errorf("commit at %s without begin", c.Tx.EndLSN)
 		}
-		s.cp.commit(s.cur)
+		s.cp.commit(s.cur, c.Tx.EndLSN)
 		s.cur, s.tx = nil, nil
 		return nil
 	}

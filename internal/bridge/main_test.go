@@ -177,6 +177,21 @@ func (e *env) start() *running {
 		r.done <- err
 	}()
 	e.t.Cleanup(func() { r.stop() })
+	// Changes committed before the slot exists are not streamed (there is
+	// no snapshot in this version), so wait until the bridge streams.
+	active := `SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = '` + e.db + `'), false)::text`
+	err := testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
+		select {
+		case err := <-r.done:
+			r.done <- err
+			return true, "", nil // stopped at once; the test looks at why
+		default:
+		}
+		return e.queryString(active) == "true", "the bridge is not streaming yet", nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	return r
 }
 
