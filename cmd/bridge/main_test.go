@@ -97,6 +97,23 @@ func (w *world) start(t *testing.T, bin string) *exec.Cmd {
 			cmd.Wait()
 		}
 	})
+	// Wait until it streams: the slot is active and the topics exist.
+	ctx := context.Background()
+	err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) (bool, string, error) {
+		conn, err := pgx.Connect(ctx, w.dsn)
+		if err != nil {
+			return false, "", err
+		}
+		defer conn.Close(ctx)
+		var active bool
+		if err := conn.QueryRow(ctx, "SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = 'statefeed'), false)").Scan(&active); err != nil {
+			return false, "", err
+		}
+		return active, "the bridge is not streaming yet", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return cmd
 }
 
