@@ -79,6 +79,14 @@ func (o *SourceOptions) validate() error {
 // already been sent, ahead of the keepalive on the same connection, and so
 // has already been decoded here. It lets a slot whose publication is quiet
 // follow the WAL written for other tables instead of pinning it.
+//
+// Server shutdown: a stopping server waits for each logical walsender's
+// client to confirm everything it was sent. When Run sees the server ask
+// for that, it ends the stream with a transient error rather than hold
+// up the shutdown; the unconfirmed changes come again after the restart.
+// While emit is blocked (Kafka unreachable) Run does not read, so it
+// cannot see the request: a shutdown then waits until emit moves again
+// or the bridge stops.
 type Source struct {
 	o   SourceOptions
 	log *slog.Logger
@@ -362,7 +370,7 @@ func (st *stream) run(ctx context.Context) error {
 
 var (
 	errStreamEnded   = errors.New("server ended the replication stream")
-	errServerWaiting = errors.New("server is waiting for unconfirmed changes (shutting down?)")
+	errServerWaiting = errors.New("server is waiting for unconfirmed changes, probably to shut down; the stream ends so that it can, and unconfirmed changes come again")
 )
 
 // serverWaitHint is how soon after a status update a second request for
@@ -397,12 +405,10 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 				// the connection would hold up the shutdown until emit
 				// catches up, so end the stream; unconfirmed changes
 				// come again on the next Run.
-				st.src.log.Warn("server waits for unconfirmed changes, probably to shut down; ending the stream",
-					"lsn", confirmed, "server_lsn", k.ServerWALEnd)
 				closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 				st.conn.Close(closeCtx)
 				cancel()
-				return fmt.Errorf("replication on slot %q: %w", st.src.o.Slot, errServerWaiting)
+				return fmt.Errorf("replication on slot %q: confirmed %s, server at %s: %w", st.src.o.Slot, confirmed, k.ServerWALEnd, errServerWaiting)
 			}
 			return st.status()
 		}

@@ -452,7 +452,14 @@ func TestSourceResumesAfterServerRestart(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after the server crashed")
 	}
-	if err := p.Start(ctx); err != nil {
+	// A killed backend can outlive the postmaster for a moment and hold
+	// the shared memory the next start needs; start again until it is gone.
+	if err := testenv.Eventually(ctx, 20*time.Second, func(ctx context.Context) (bool, string, error) {
+		if err := p.Start(ctx); err != nil {
+			return false, err.Error(), nil
+		}
+		return true, "", nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	ids = nil
