@@ -318,6 +318,9 @@ type stream struct {
 	lastEnd    pglogrepl.LSN // EndLSN of the last decoded Commit
 	buf        []byte        // current block that message copies are cut from
 	lastStatus time.Time
+	// quickRequests counts consecutive keepalives that asked for a reply
+	// within serverWaitHint of our last status update.
+	quickRequests int
 }
 
 // bufBlock is the size of the blocks that WAL messages are copied into.
@@ -398,11 +401,15 @@ func (st *stream) copyData(ctx context.Context, data []byte) error {
 			return st.status()
 		}
 		if k.ReplyRequested {
-			if time.Since(st.lastStatus) < serverWaitHint && k.ServerWALEnd > confirmed {
-				// The server asks again right after our answer: it is
-				// waiting for us to confirm what it sent, which a
-				// walsender does when the server shuts down. Holding
-				// the connection would hold up the shutdown until emit
+			if time.Since(st.lastStatus) >= serverWaitHint || k.ServerWALEnd <= confirmed {
+				st.quickRequests = 0
+			} else if st.quickRequests++; st.quickRequests >= 3 {
+				// The server asks again and again right after our
+				// answer: it is waiting for us to confirm what it sent,
+				// which a walsender does when the server shuts down.
+				// (Three in a row, so that one stale request read late
+				// from the socket does not count.) Holding the
+				// connection would hold up the shutdown until emit
 				// catches up, so end the stream; unconfirmed changes
 				// come again on the next Run.
 				closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -528,4 +529,72 @@ func inserts(t *testing.T, r *run, n int) []string {
 		}
 	}
 	return ids
+}
+
+// TestSourceSurvivesBlockedEmit blocks emit (as a Kafka outage does) for
+// longer than wal_sender_timeout while the server has more to send: the
+// status updates must keep the connection alive.
+func TestSourceSurvivesBlockedEmit(t *testing.T) {
+	db := newDB(t, pg, `CREATE TABLE t (id int PRIMARY KEY)`)
+	setup(t, pg, db, public("t"))
+	src := cdc.NewSource(cdc.SourceOptions{
+		ConnString: pg.DSN(db) + "&options=-c%20wal_sender_timeout%3D3s", Slot: "bridge", Publication: "bridge",
+		StatusInterval: 500 * time.Millisecond, Buffer: 4,
+	})
+	t.Cleanup(func() { src.Close(context.Background()) })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	inserts := make(chan string, 1000)
+	done := make(chan error, 1)
+	go func() {
+		first := true
+		done <- src.Run(ctx, func(ctx context.Context, c cdc.Change) error {
+			if first {
+				first = false
+				close(blocked)
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			if c.Op == cdc.Insert {
+				inserts <- string(c.New[0].Text)
+			}
+			return nil
+		})
+	}()
+
+	for i := 1; i <= 50; i++ {
+		exec(t, pg, db, fmt.Sprintf("INSERT INTO t VALUES (%d)", i))
+	}
+	<-blocked
+	// Twice wal_sender_timeout with emit blocked and the buffer full.
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned %v while emit was blocked", err)
+	case <-time.After(6 * time.Second):
+	}
+	close(release)
+	// The connection must still be alive for a change made now.
+	exec(t, pg, db, "INSERT INTO t VALUES (51)")
+	for i := 1; i <= 51; i++ {
+		select {
+		case id := <-inserts:
+			if id != strconv.Itoa(i) {
+				t.Fatalf("insert %d has id %s", i, id)
+			}
+		case err := <-done:
+			t.Fatalf("Run returned %v after %d inserts", err, i-1)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("timed out after %d inserts", i-1)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run after cancel = %v", err)
+	}
 }
