@@ -484,7 +484,22 @@ func (p *Postgres) Start(ctx context.Context) error {
 			return errors.New("start postgres: already running")
 		}
 	}
-	return p.start(ctx)
+	// After Kill, the kernel may take a moment to detach the dead
+	// backends from the old shared memory segment, and the postmaster
+	// refuses to start while it is attached. That is the one start
+	// failure worth retrying.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := p.start(ctx)
+		if err == nil || !strings.Contains(err.Error(), "pre-existing shared memory block") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Kill sends SIGKILL to the postmaster and all its backends, as a crash
