@@ -108,12 +108,14 @@ func (r *Relation) ColumnIndex(name string) int {
 	return -1
 }
 
-// Tx describes the transaction a change belongs to. It is known in full at
-// Begin because pgoutput sends only committed transactions.
+// Tx describes the transaction a change belongs to. pgoutput sends only
+// committed transactions, so the commit LSN and time are known at Begin;
+// the end LSN arrives with the Commit message, and the decoder sets it on
+// the shared *Tx before it hands the Commit change on.
 type Tx struct {
 	XID        uint32
 	CommitLSN  pglogrepl.LSN // LSN of the commit record
-	EndLSN     pglogrepl.LSN // end of the commit record: the position to confirm once all of the transaction is published
+	EndLSN     pglogrepl.LSN // end of the commit record, set at Commit: the position to confirm once all of the transaction is published
 	CommitTime time.Time
 }
 

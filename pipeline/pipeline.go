@@ -121,6 +121,28 @@ func (p *Pipeline) session(ctx context.Context) error {
 	readCtx, stopReading := context.WithCancelCause(ctx)
 	defer stopReading(nil)
 
+	// Records are produced with a context that outlives the stop of
+	// reading, so that a stop can still flush them. Once reading stops,
+	// Kafka gets ShutdownTimeout to acknowledge what is in flight; then
+	// produce calls blocked on a full buffer return and unsent records
+	// fail. They are not confirmed, so the next start reads them again.
+	produceCtx, stopProducing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopProducing()
+	var timer *time.Timer
+	var timerMu sync.Mutex
+	defer context.AfterFunc(readCtx, func() {
+		timerMu.Lock()
+		timer = time.AfterFunc(p.o.ShutdownTimeout, stopProducing)
+		timerMu.Unlock()
+	})()
+	defer func() {
+		timerMu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		timerMu.Unlock()
+	}()
+
 	var failOnce sync.Once
 	var recordErr error
 	cp := newCheckpoint(p.o.Source.Confirm, func(err error) {
@@ -130,29 +152,22 @@ func (p *Pipeline) session(ctx context.Context) error {
 		})
 	})
 
-	// Records are produced with a context that outlives the stop of
-	// reading, so a graceful stop can still flush them; it ends after the
-	// flush below.
-	produceCtx, stopProducing := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopProducing()
-
 	s := &stream{p: p, cp: cp, produceCtx: produceCtx}
 	runErr := p.o.Source.Run(readCtx, s.emit)
+	stopReading(nil)
+	flushErr := p.o.Producer.Flush(produceCtx)
 
-	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.o.ShutdownTimeout)
-	flushErr := p.o.Producer.Flush(flushCtx)
-	cancel()
-
+	if produceCtx.Err() != nil {
+		return fmt.Errorf("stop: Kafka did not acknowledge %d transactions within %s; they are not confirmed and will be read again on the next start",
+			cp.inFlight(), p.o.ShutdownTimeout)
+	}
 	switch {
 	case recordErr != nil:
 		return fmt.Errorf("publish: %w", recordErr)
-	case runErr != nil && !errors.Is(runErr, context.Canceled):
+	case runErr != nil:
 		return runErr
-	case flushErr != nil:
-		return fmt.Errorf("stop: %d transactions not acknowledged by Kafka within %s; they will be read again on restart: %w",
-			cp.inFlight(), p.o.ShutdownTimeout, flushErr)
 	}
-	return runErr
+	return flushErr
 }
 
 // stream is the state of one session's emit callback. emit is called from
