@@ -246,3 +246,57 @@ func TestPostgresConnectionLost(t *testing.T) {
 	e.exec(`DELETE FROM legacy.cust_mstr WHERE cst_id % 3 = 0`)
 	e.waitConverged()
 }
+
+// TestStopWhileKafkaDown stops the bridge while Kafka is unreachable: the
+// stop takes no longer than shutdown_timeout, reports what it could not
+// flush, confirms nothing unacknowledged, and a later start delivers it.
+func TestStopWhileKafkaDown(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.ShutdownTimeout = 2 * time.Second
+	b := e.start()
+	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'S' || i, 'n' || i FROM generate_series(1, 20) i`)
+	e.waitConverged()
+	for _, p := range broker.Proxies() {
+		p.Pause()
+	}
+	resumed := false
+	resume := func() {
+		if resumed {
+			return
+		}
+		resumed = true
+		for _, p := range broker.Proxies() {
+			if err := p.Resume(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(resume)
+	e.exec(`UPDATE legacy.cust_mstr SET cst_nm = 'while down'`)
+	walEnd := e.queryString(`SELECT pg_current_wal_lsn()::text`)
+	sent := `SELECT coalesce((SELECT r.sent_lsn >= '` + walEnd + `'::pg_lsn FROM pg_stat_replication r
+	           JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = '` + e.db + `'), false)::text`
+	if err := testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
+		return e.queryString(sent) == "true", "walsender has not sent the update yet", nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	began := time.Now()
+	err := b.stop()
+	took := time.Since(began)
+	if err == nil || !strings.Contains(err.Error(), "did not acknowledge") {
+		t.Errorf("stop while Kafka is down = %v, want an error saying Kafka did not acknowledge", err)
+	}
+	if took > 15*time.Second {
+		t.Errorf("stop took %s with shutdown_timeout %s", took, e.cfg.ShutdownTimeout)
+	}
+	confirmed := e.queryString(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '` + e.db + `'`)
+	if lsnGreater(t, confirmed, walEnd) || confirmed == walEnd {
+		t.Errorf("slot confirmed at %s, past the unacknowledged update (WAL at %s)", confirmed, walEnd)
+	}
+
+	resume()
+	e.start()
+	e.waitConverged()
+}
