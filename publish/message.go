@@ -48,7 +48,15 @@ type Message struct {
 	Subject string // ce_subject; the key as text when empty
 }
 
-// record converts m into a kgo.Record with its headers.
+// Constant header values, shared by every record: the client only reads them.
+var (
+	specVersionBytes = []byte(SpecVersion)
+	contentTypeBytes = []byte(ContentType)
+)
+
+// record converts m into a kgo.Record with its headers. The variable header
+// values share one buffer, so a record costs a handful of allocations
+// whatever its number of headers.
 func (m *Message) record() *kgo.Record {
 	subject := m.Subject
 	if subject == "" {
@@ -56,27 +64,51 @@ func (m *Message) record() *kgo.Record {
 	}
 	r := &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value}
 	r.Headers = make([]kgo.RecordHeader, 0, 11)
-	add := func(k, v string) {
-		if v != "" {
-			r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+	buf := make([]byte, 0, len(m.ID)+len(m.Source)+len(m.Type)+len(subject)+len(m.Table)+len(m.Op)+64)
+	add := func(k string, v []byte) {
+		if len(v) > 0 {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: v})
 		}
 	}
-	add(HeaderSpecVersion, SpecVersion)
-	add(HeaderID, m.ID)
-	add(HeaderSource, m.Source)
-	add(HeaderType, m.Type)
-	add(HeaderSubject, subject)
-	if !m.Time.IsZero() {
-		add(HeaderTime, m.Time.UTC().Format(time.RFC3339Nano))
+	// addStr appends v to buf and adds the header as a slice of it; buf
+	// never grows past its capacity, so earlier slices stay valid.
+	addStr := func(k string, appendV func([]byte) []byte) {
+		start := len(buf)
+		buf = appendV(buf)
+		add(k, buf[start:len(buf):len(buf)])
 	}
-	add(HeaderContentType, ContentType)
+	str := func(s string) func([]byte) []byte { return func(b []byte) []byte { return append(b, s...) } }
+
+	add(HeaderSpecVersion, specVersionBytes)
+	addStr(HeaderID, str(m.ID))
+	addStr(HeaderSource, str(m.Source))
+	addStr(HeaderType, str(m.Type))
+	addStr(HeaderSubject, str(subject))
+	if !m.Time.IsZero() {
+		addStr(HeaderTime, func(b []byte) []byte { return m.Time.UTC().AppendFormat(b, time.RFC3339Nano) })
+	}
+	add(HeaderContentType, contentTypeBytes)
 	if m.LSN != 0 {
-		add(HeaderLSN, m.LSN.String())
+		addStr(HeaderLSN, func(b []byte) []byte { return appendLSN(b, m.LSN) })
 	}
 	if m.XID != 0 {
-		add(HeaderXID, strconv.FormatUint(uint64(m.XID), 10))
+		addStr(HeaderXID, func(b []byte) []byte { return strconv.AppendUint(b, uint64(m.XID), 10) })
 	}
-	add(HeaderTable, m.Table)
-	add(HeaderOp, m.Op)
+	addStr(HeaderTable, str(m.Table))
+	addStr(HeaderOp, str(m.Op))
 	return r
+}
+
+// appendLSN appends lsn as PostgreSQL writes it: upper-case hex, "16/B374D848".
+func appendLSN(b []byte, lsn pglogrepl.LSN) []byte {
+	start := len(b)
+	b = strconv.AppendUint(b, uint64(lsn>>32), 16)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, uint64(uint32(lsn)), 16)
+	for i := start; i < len(b); i++ {
+		if 'a' <= b[i] && b[i] <= 'f' {
+			b[i] -= 'a' - 'A'
+		}
+	}
+	return b
 }

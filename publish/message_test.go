@@ -73,3 +73,15 @@ func TestRecordHeaders(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkRecord(b *testing.B) {
+	m := Message{
+		Topic: "crm.customer.v1", Key: []byte("C0000001"), Value: []byte(`{"a":1}`),
+		ID: "0/16B3748/3/0", Source: "postgresql://legacy/legacy.cust_mstr", Type: "customer",
+		Time: time.Now(), LSN: 0x16B3748, XID: 731, Table: "legacy.cust_mstr", Op: "update",
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = m.record()
+	}
+}
