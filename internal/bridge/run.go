@@ -208,7 +208,10 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	})
 	var se *cdc.SetupError
 	if errors.As(err, &se) {
-		fmt.Fprintf(w, "replication setup: %s\n", err)
+		fmt.Fprintln(w, "replication setup is incomplete:")
+		for _, p := range se.Problems {
+			fmt.Fprintf(w, "  %s\n", p)
+		}
 		if cfg.Source.CreatePublication || cfg.Source.CreateSlot {
 			fmt.Fprintln(w, "(bridge run creates a missing publication or slot where the configuration allows it)")
 		}
