@@ -58,7 +58,7 @@ func TestCheckReportsSetup(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", want, got)
 		}
 	}
-	if n := e.queryString(`SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = '`+e.db+`'`); n != "0" {
+	if n := e.queryString(`SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = '` + e.db + `'`); n != "0" {
 		t.Errorf("check created %s slots", n)
 	}
 	t.Logf("bridge check output:\n%s", got)

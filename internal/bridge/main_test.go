@@ -106,7 +106,8 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func (e *env) exec(sql string, args ...any) {
+// conn connects to the test's database; the caller closes it.
+func (e *env) conn() *pgx.Conn {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -114,6 +115,14 @@ func (e *env) exec(sql string, args ...any) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return conn
+}
+
+func (e *env) exec(sql string, args ...any) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn := e.conn()
 	defer conn.Close(ctx)
 	if len(args) == 0 {
 		if err := conn.PgConn().Exec(ctx, sql).Close(); err != nil {
@@ -130,10 +139,7 @@ func (e *env) queryString(sql string) string {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, e.dsn)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	conn := e.conn()
 	defer conn.Close(ctx)
 	var s string
 	if err := conn.QueryRow(ctx, sql).Scan(&s); err != nil {

@@ -32,12 +32,24 @@ type prepared struct {
 	topics  []string
 }
 
-// prepare loads the mappings and checks them against the live catalog.
-func prepare(ctx context.Context, cfg *Config, conn *pgx.Conn) (*prepared, error) {
+// prepare connects to the source, loads the mappings and checks them
+// against the live catalog. The caller closes conn.
+func prepare(ctx context.Context, cfg *Config) (conn *pgx.Conn, p *prepared, err error) {
 	set, err := mapping.Load(cfg.Mappings)
 	if err != nil {
-		return nil, &ConfigError{err}
+		return nil, nil, &ConfigError{err}
 	}
+	if conn, err = pgx.Connect(ctx, cfg.Source.DSN); err != nil {
+		return nil, nil, fmt.Errorf("connect to source: %w", err)
+	}
+	if p, err = check(ctx, set, conn); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, nil, err
+	}
+	return conn, p, nil
+}
+
+func check(ctx context.Context, set *mapping.Set, conn *pgx.Conn) (*prepared, error) {
 	cat, err := cdc.LoadCatalog(ctx, conn, set.Tables())
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", err)
@@ -55,16 +67,11 @@ func prepare(ctx context.Context, cfg *Config, conn *pgx.Conn) (*prepared, error
 // Run checks the mappings, prepares the publication, the slot and the
 // topics, and streams until ctx ends (nil) or a permanent error stops it.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
-	conn, err := pgx.Connect(ctx, cfg.Source.DSN)
-	if err != nil {
-		return fmt.Errorf("connect to source: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-
-	p, err := prepare(ctx, cfg, conn)
+	conn, p, err := prepare(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	var repl *pgconn.PgConn
 	if cfg.Source.CreateSlot {
 		if repl, err = replicationConn(ctx, cfg.Source.DSN); err != nil {
@@ -191,15 +198,11 @@ func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
 // Check loads the configuration's mappings, checks them against the live
 // catalog and reports the replication setup without creating anything.
 func Check(ctx context.Context, cfg *Config, w io.Writer) error {
-	conn, err := pgx.Connect(ctx, cfg.Source.DSN)
-	if err != nil {
-		return fmt.Errorf("connect to source: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	p, err := prepare(ctx, cfg, conn)
+	conn, p, err := prepare(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	fmt.Fprintf(w, "mappings: %d entities on %d tables, all columns, keys and expressions check out\n", len(p.set.Mappings), len(p.set.Tables()))
 	_, err = cdc.Setup(ctx, conn, nil, cdc.SetupOptions{
 		Publication: cfg.Source.Publication,
