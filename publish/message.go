@@ -28,7 +28,7 @@ const (
 	HeaderLSN         = "ce_lsn"   // commit LSN of the source transaction, e.g. "0/16B3748"
 	HeaderXID         = "ce_xid"   // source transaction id
 	HeaderTable       = "ce_table" // schema-qualified source table
-	HeaderOp          = "ce_op"    // insert, update, delete, truncate, or snapshot
+	HeaderOp          = "ce_op"    // the source operation: insert, update or delete
 )
 
 // Message is one record to publish. A nil Value is a tombstone.

@@ -89,10 +89,11 @@ func NewProducer(o Options) (*Producer, error) {
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(o.Brokers...),
 		kgo.ClientID(o.ClientID),
-		// Both are franz-go's defaults, spelled out because the no-loss
-		// guarantee rests on them: acks from every in-sync replica, and an
-		// idempotent producer so retries neither duplicate nor reorder
-		// records within a partition.
+		// The no-loss guarantee rests on acks from every in-sync replica
+		// (spelled out here though it is franz-go's default) and on the
+		// idempotent producer, which franz-go enables unless told not to
+		// (DisableIdempotentWrite is never used): retries neither duplicate
+		// nor reorder records within a partition.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(o.Linger),
 		kgo.MaxBufferedRecords(o.MaxBufferedRecords),
