@@ -128,6 +128,16 @@ func (d *Decoder) Relation(id uint32) (*Relation, bool) {
 // InTransaction reports whether a Begin has been decoded without its Commit.
 func (d *Decoder) InTransaction() bool { return d.tx != nil }
 
+// newSession forgets a transaction left open by the end of the previous
+// session: a new session starts from the confirmed LSN, which is never in
+// the middle of a transaction's stream, so the server sends that
+// transaction again from its Begin. The relation and type caches stay.
+func (d *Decoder) newSession() {
+	d.tx = nil
+	d.seq = 0
+	d.origin = ""
+}
+
 func (d *Decoder) begin(r *reader) (Change, bool, error) {
 	final := pglogrepl.LSN(r.u64())
 	ts := r.u64()

@@ -166,6 +166,10 @@ func (s *Source) Run(ctx context.Context, emit func(context.Context, Change) err
 		cancel()
 	}
 
+	// A previous session may have ended inside a transaction; this one
+	// streams it again from its Begin.
+	s.dec.newSession()
+
 	conn, err := s.connect(ctx)
 	if err != nil {
 		return err
