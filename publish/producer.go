@@ -33,7 +33,8 @@ type Options struct {
 
 	// Linger is how long a partition batch waits for more records
 	// (default 5ms). MaxBufferedRecords bounds the records waiting for an
-	// acknowledgement (default 10000); Produce blocks when it is reached,
+	// acknowledgement (default 10000), and their bytes are bounded to 64 MiB
+	// (or four maximal messages); Produce blocks when either is reached,
 	// which is how Kafka back-pressure reaches the WAL reader.
 	Linger             time.Duration
 	MaxBufferedRecords int
@@ -97,6 +98,9 @@ func NewProducer(o Options) (*Producer, error) {
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(o.Linger),
 		kgo.MaxBufferedRecords(o.MaxBufferedRecords),
+		// Bound memory by bytes too: a few thousand large documents would
+		// otherwise fit under the record count.
+		kgo.MaxBufferedBytes(max(64<<20, 4*int(o.MaxMessageBytes))),
 		kgo.ProducerBatchMaxBytes(o.MaxMessageBytes),
 		// Records are retried without limit (franz-go's default, kept): an
 		// unreachable broker delays acknowledgements, and so the slot, but
