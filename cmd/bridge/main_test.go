@@ -185,6 +185,7 @@ func TestKill9Converges(t *testing.T) {
 
 	// Kill once a third of the transactions are written and the bridge has
 	// published some of them.
+	var killedAt string
 	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) (bool, string, error) {
 		msgs, err := testenv.ReadTopic(ctx, w.broker.Addrs(), "crm.customer.v1")
 		if err != nil {
@@ -192,7 +193,8 @@ func TestKill9Converges(t *testing.T) {
 		}
 		select {
 		case n := <-progress:
-			return n >= total/3 && len(msgs) > 20, fmt.Sprintf("%d transactions, %d records", n, len(msgs)), nil
+			killedAt = fmt.Sprintf("%d of %d transactions written, %d customer records published", n, total, len(msgs))
+			return n >= total/3 && len(msgs) > 20, killedAt, nil
 		default:
 			return false, "waiting for the workload", nil
 		}
@@ -207,7 +209,7 @@ func TestKill9Converges(t *testing.T) {
 	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("bridge did not die of SIGKILL: %v", err)
 	}
-	t.Log("bridge killed with SIGKILL; restarting")
+	t.Logf("bridge killed with SIGKILL (%s); restarting while the workload goes on", killedAt)
 
 	second := w.start(t, bin)
 	if err := <-werr; err != nil {
@@ -215,6 +217,13 @@ func TestKill9Converges(t *testing.T) {
 	}
 	if err := testenv.WaitConverged(ctx, 2*time.Minute, w.dsn, w.broker.Addrs(), w.set); err != nil {
 		t.Fatal(err)
+	}
+	for _, m := range w.set.Mappings {
+		msgs, err := testenv.ReadTopic(ctx, w.broker.Addrs(), m.Topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("converged: topic %s holds %d records, %d live keys", m.Topic, len(msgs), len(testenv.CompactedView(msgs)))
 	}
 
 	// A graceful stop exits 0.
