@@ -5,6 +5,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/statefeed/statefeed/cdc"
 )
 
@@ -43,5 +46,44 @@ func TestSourceRunAgainAfterStopMidTransaction(t *testing.T) {
 		if c.Op != cdc.Insert || c.Seq != i {
 			t.Fatalf("change %d of the replayed transaction = %s seq %d, want insert seq %d", i, c.Op, c.Seq, i)
 		}
+	}
+}
+
+// TestRowReaderReadsOnlyTheColumnsAsked reads a row back with a relation
+// announced before a column was dropped: naming only the columns it needs,
+// the read does not touch the dropped one.
+func TestRowReaderReadsOnlyTheColumnsAsked(t *testing.T) {
+	ctx := context.Background()
+	db := newDB(t, pg, `CREATE TABLE docs (id int PRIMARY KEY, junk int, title text)`)
+	setup(t, pg, db, public("docs"))
+	src := newSource(t, pg, db, 0)
+	r := startRun(src)
+	defer r.stop(t)
+	exec(t, pg, db, `INSERT INTO docs VALUES (1, 7, 'a')`)
+	ins := r.next(t, 3)[1]
+	exec(t, pg, db, `ALTER TABLE docs DROP COLUMN junk`)
+
+	cfg, err := pgxpool.ParseConfig(pg.DSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cdc.SetTextFormat(cfg.ConnConfig.RuntimeParams)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rr := cdc.NewRowReader(pool)
+
+	cur, found, err := rr.ReadRow(ctx, ins.Relation, []int{0}, []int{0, 2}, ins.New)
+	if err != nil || !found {
+		t.Fatalf("ReadRow of id, title = found %v, %v", found, err)
+	}
+	want := []cdc.Value{{Kind: cdc.Text, Text: []byte("1")}, {}, {Kind: cdc.Text, Text: []byte("a")}}
+	if diff := cmp.Diff(want, cur); diff != "" {
+		t.Errorf("ReadRow (-want +got):\n%s", diff)
+	}
+	if _, _, err := rr.ReadRow(ctx, ins.Relation, []int{0}, nil, ins.New); err == nil {
+		t.Error("ReadRow of every column, the dropped one too, succeeded")
 	}
 }

@@ -52,6 +52,7 @@ type RowReader struct {
 
 type rowStatement struct {
 	by   []int
+	cols []int
 	name string
 	sql  string
 }
@@ -63,13 +64,29 @@ func NewRowReader(pool *pgxpool.Pool) *RowReader {
 }
 
 // ReadRow reads the current row of rel whose columns at positions by equal
-// the values of row at the same positions (which must be Text). It returns
-// every column of rel, in rel's order, in text format as pgoutput would
-// send it, with NULL as Null; found is false when no row matches. The
-// values of cur are copies owned by the caller.
-func (r *RowReader) ReadRow(ctx context.Context, rel *Relation, by []int, row []Value) (cur []Value, found bool, err error) {
+// the values of row at the same positions (which must be Text). It reads
+// the columns at positions cols (every column of rel when cols is nil) and
+// returns a row of len(rel.Columns) values in rel's order: those read in
+// text format as pgoutput would send them, with NULL as Null, the others
+// Absent; found is false when no row matches. The values of cur are copies
+// owned by the caller.
+//
+// Read only the columns you need: rel is the table's shape when the change
+// was written, and a column dropped or renamed since then cannot be read.
+func (r *RowReader) ReadRow(ctx context.Context, rel *Relation, by, cols []int, row []Value) (cur []Value, found bool, err error) {
 	if len(by) == 0 {
 		return nil, false, fmt.Errorf("read row of %s: no key columns", rel.Table)
+	}
+	if cols == nil {
+		cols = make([]int, len(rel.Columns))
+		for i := range cols {
+			cols[i] = i
+		}
+	}
+	for _, pos := range cols {
+		if pos < 0 || pos >= len(rel.Columns) {
+			return nil, false, fmt.Errorf("read row of %s: column position %d out of range", rel.Table, pos)
+		}
 	}
 	params := make([][]byte, len(by))
 	for i, pos := range by {
@@ -81,7 +98,7 @@ func (r *RowReader) ReadRow(ctx context.Context, rel *Relation, by []int, row []
 		}
 		params[i] = row[pos].Text
 	}
-	st := r.statement(rel, by)
+	st := r.statement(rel, by, cols)
 
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
@@ -102,7 +119,7 @@ func (r *RowReader) ReadRow(ctx context.Context, rel *Relation, by []int, row []
 			continue
 		}
 		vals := rr.Values()
-		if len(vals) != len(rel.Columns) {
+		if len(vals) != len(cols) {
 			continue
 		}
 		size := 0
@@ -110,8 +127,9 @@ func (r *RowReader) ReadRow(ctx context.Context, rel *Relation, by []int, row []
 			size += len(v)
 		}
 		buf := make([]byte, 0, size)
-		cur = make([]Value, len(vals))
-		for i, v := range vals {
+		cur = make([]Value, len(rel.Columns))
+		for j, v := range vals {
+			i := cols[j]
 			if v == nil {
 				cur[i].Kind = Null
 				continue
@@ -135,28 +153,32 @@ func (r *RowReader) ReadRow(ctx context.Context, rel *Relation, by []int, row []
 	return cur, true, nil
 }
 
-// statement returns the query for rel and by, building it once per
-// relation pointer and key.
-func (r *RowReader) statement(rel *Relation, by []int) *rowStatement {
+// statement returns the query for rel, by and cols, building it once per
+// relation pointer, key and column list.
+func (r *RowReader) statement(rel *Relation, by, cols []int) *rowStatement {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, st := range r.stmts[rel] {
-		if slices.Equal(st.by, by) {
+		if slices.Equal(st.by, by) && slices.Equal(st.cols, cols) {
 			return st
 		}
 	}
-	cols := make([]string, len(rel.Columns))
+	names := make([]string, len(rel.Columns))
 	for i, c := range rel.Columns {
-		cols[i] = pgx.Identifier{c.Name}.Sanitize()
+		names[i] = pgx.Identifier{c.Name}.Sanitize()
+	}
+	sel := make([]string, len(cols))
+	for j, pos := range cols {
+		sel[j] = names[pos]
 	}
 	var where strings.Builder
 	for i, pos := range by {
 		if i > 0 {
 			where.WriteString(" AND ")
 		}
-		fmt.Fprintf(&where, "%s = $%d", cols[pos], i+1)
+		fmt.Fprintf(&where, "%s = $%d", names[pos], i+1)
 	}
-	sql := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(cols, ", "), quoteTable(rel.Table), where.String())
+	sql := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(sel, ", "), quoteTable(rel.Table), where.String())
 
 	// The name covers the column types too: after ALTER COLUMN ... TYPE the
 	// SQL is the same but a statement prepared before would fail with
@@ -167,7 +189,7 @@ func (r *RowReader) statement(rel *Relation, by []int) *rowStatement {
 		h.Write(binary.BigEndian.AppendUint32(nil, c.TypeOID))
 		h.Write(binary.BigEndian.AppendUint32(nil, uint32(c.TypeMod)))
 	}
-	st := &rowStatement{by: slices.Clone(by), name: "statefeed_row_" + hex.EncodeToString(h.Sum(nil)[:12]), sql: sql}
+	st := &rowStatement{by: slices.Clone(by), cols: slices.Clone(cols), name: "statefeed_row_" + hex.EncodeToString(h.Sum(nil)[:12]), sql: sql}
 	r.stmts[rel] = append(r.stmts[rel], st)
 	return st
 }

@@ -260,7 +260,7 @@ func TestSourceUnchangedToastAndRowReader(t *testing.T) {
 	defer pool.Close()
 	rr := cdc.NewRowReader(pool)
 
-	cur, found, err := rr.ReadRow(ctx, upd.Relation, []int{0}, upd.New)
+	cur, found, err := rr.ReadRow(ctx, upd.Relation, []int{0}, nil, upd.New)
 	if err != nil || !found {
 		t.Fatalf("ReadRow = found %v, %v", found, err)
 	}
@@ -285,10 +285,10 @@ func TestSourceUnchangedToastAndRowReader(t *testing.T) {
 
 	// A second read reuses the statement; a missing row is not found.
 	missing := []cdc.Value{{Kind: cdc.Text, Text: []byte("42")}}
-	if _, found, err := rr.ReadRow(ctx, upd.Relation, []int{0}, missing); err != nil || found {
+	if _, found, err := rr.ReadRow(ctx, upd.Relation, []int{0}, nil, missing); err != nil || found {
 		t.Errorf("ReadRow of a missing row = found %v, %v; want not found", found, err)
 	}
-	if _, _, err := rr.ReadRow(ctx, upd.Relation, []int{0}, []cdc.Value{{Kind: cdc.Null}}); err == nil {
+	if _, _, err := rr.ReadRow(ctx, upd.Relation, []int{0}, nil, []cdc.Value{{Kind: cdc.Null}}); err == nil {
 		t.Error("ReadRow with a NULL key succeeded")
 	}
 }

@@ -28,9 +28,12 @@ type Record struct {
 // access of projection.
 type RowReader interface {
 	// ReadRow returns the current row of rel's table whose columns at
-	// positions by equal row's values at those positions, every column of
-	// rel in rel's order, or found=false when no such row exists.
-	ReadRow(ctx context.Context, rel *cdc.Relation, by []int, row []cdc.Value) (cur []cdc.Value, found bool, err error)
+	// positions by equal row's values at those positions, or found=false
+	// when no such row exists. cur has len(rel.Columns) values in rel's
+	// order: the columns at positions cols are read, the others are
+	// Absent. Only the columns the mappings need are asked for: a column
+	// dropped or renamed since the change cannot be read.
+	ReadRow(ctx context.Context, rel *cdc.Relation, by, cols []int, row []cdc.Value) (cur []cdc.Value, found bool, err error)
 }
 
 // Projector turns changes into records. It binds mappings to relations as
@@ -75,11 +78,14 @@ type bound struct {
 	key     []int
 	keyType []*colType
 	readBy  []int
-	pk      []int // primary key positions, for error messages; may be empty
-	needed  []int // every position the mapping reads
-	leaves  []leaf
-	suffix  []byte
-	filter  *boundExpr
+	// readCols are the positions a read-back reads: what every mapping of
+	// the table needs, its primary key and readBy, in column order.
+	readCols []int
+	pk       []int // primary key positions, for error messages; may be empty
+	needed   []int // every position the mapping reads
+	leaves   []leaf
+	suffix   []byte
+	filter   *boundExpr
 }
 
 type leaf struct {
@@ -201,6 +207,17 @@ func (p *Projector) binding(rel *cdc.Relation) (*boundRel, error) {
 		}
 		br.maps = append(br.maps, b)
 	}
+	var cols []int
+	for _, b := range br.maps {
+		cols = append(cols, b.needed...)
+		cols = append(cols, b.pk...)
+		cols = append(cols, b.readBy...)
+	}
+	slices.Sort(cols)
+	cols = slices.Compact(cols)
+	for _, b := range br.maps {
+		b.readCols = cols
+	}
 	p.rels[rel.ID] = br
 	return br, nil
 }
@@ -321,9 +338,14 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 		cur, found := p.read.cur, p.read.found
 		if !p.read.done || !slices.Equal(p.read.by, b.readBy) {
 			var err error
-			cur, found, err = rr.ReadRow(ctx, c.Relation, b.readBy, by)
+			cur, found, err = rr.ReadRow(ctx, c.Relation, b.readBy, b.readCols, by)
 			if err != nil {
-				return out, fmt.Errorf("mapping %s: read back the current row of %s for a value the WAL did not carry: %w", b.m.File, c.Relation.Table, err)
+				hint := ""
+				var se interface{ SQLState() string }
+				if errors.As(err, &se) && se.SQLState() == "42703" { // undefined_column
+					hint = " (a column the mapping reads was dropped or renamed after this change; update the mapping and restart the bridge — the slot was not confirmed past this change)"
+				}
+				return out, fmt.Errorf("mapping %s: read back the current row of %s for a value the WAL did not carry: %w%s", b.m.File, c.Relation.Table, err, hint)
 			}
 			p.read = readBack{done: true, by: b.readBy, cur: cur, found: found}
 		}

@@ -52,7 +52,7 @@ type fakeRows struct {
 	err   error
 }
 
-func (f *fakeRows) ReadRow(_ context.Context, rel *cdc.Relation, by []int, r []cdc.Value) ([]cdc.Value, bool, error) {
+func (f *fakeRows) ReadRow(_ context.Context, rel *cdc.Relation, by, cols []int, r []cdc.Value) ([]cdc.Value, bool, error) {
 	var parts []string
 	for _, i := range by {
 		parts = append(parts, rel.Columns[i].Name+"="+string(r[i].Text))
@@ -63,7 +63,15 @@ func (f *fakeRows) ReadRow(_ context.Context, rel *cdc.Relation, by []int, r []c
 		return nil, false, f.err
 	}
 	cur, ok := f.rows[k]
-	return cur, ok, nil
+	if !ok {
+		return nil, false, nil
+	}
+	// Only the columns asked for are read.
+	read := make([]cdc.Value, len(cur))
+	for _, i := range cols {
+		read[i] = cur[i]
+	}
+	return read, true, nil
 }
 
 func loadChecked(t testing.TB, files ...string) *Set {
