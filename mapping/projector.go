@@ -307,9 +307,11 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 	if c.Op == cdc.Insert {
 		old = nil
 	}
-	// The old key, when the old row says it: only then can the key have changed.
+	// The old key, when the old row says it: only then can the key have
+	// changed. A row with a NULL key was never published (that is an
+	// error), so it has no key to tombstone.
 	var oldKey []byte
-	if old != nil && carries(old, b.key) {
+	if old != nil && carries(old, b.key) && !hasNull(old, b.key) {
 		k, err := p.renderKey(b, c, old)
 		if err != nil {
 			return out, err
@@ -353,6 +355,12 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 			// The row is gone by now; a later change in the stream says
 			// so too. Only tombstones are certain.
 			keyRow := mergeUnchanged(row, old)
+			if hasNull(keyRow, b.key) {
+				if oldKey != nil {
+					out = p.emit(b, oldKey, nil, out)
+				}
+				return out, nil
+			}
 			newKey, err := p.renderKey(b, c, keyRow)
 			if err != nil {
 				return out, err
@@ -374,6 +382,14 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 		if newIn, err = p.filterIn(b, c, row); err != nil {
 			return out, err
 		}
+	}
+	if !newIn && hasNull(row, b.key) {
+		// Outside the filter and without a key: nothing is published
+		// under a NULL key, only the old key may need its tombstone.
+		if oldKey != nil && (!precise || oldIn) {
+			out = p.emit(b, oldKey, nil, out)
+		}
+		return out, nil
 	}
 	newKey, err := p.renderKey(b, c, row)
 	if err != nil {
@@ -397,6 +413,16 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 		return p.emit(b, newKey, nil, out), nil
 	}
 	return out, nil
+}
+
+// hasNull reports whether row is NULL at one of the positions.
+func hasNull(row []cdc.Value, at []int) bool {
+	for _, i := range at {
+		if i < len(row) && row[i].Kind == cdc.Null {
+			return true
+		}
+	}
+	return false
 }
 
 // lacks reports whether row misses a value the mapping needs.
@@ -672,7 +698,8 @@ func (e *TruncateError) Error() string {
 
 // ProjectRow returns the state of one full row as an insert of it would
 // produce: its key, its document, and whether it passes the filter (value
-// is nil when it does not). Values are in text format, as a fresh SELECT
+// is nil when it does not; key is nil too when the row has a NULL key
+// column, which is an error only for a row that passes the filter). Values are in text format, as a fresh SELECT
 // returns them; none may be unchanged. It is safe for concurrent use.
 func (m *Mapping) ProjectRow(rel *cdc.Relation, row []cdc.Value) (key, value []byte, in bool, err error) {
 	if m.c == nil {
@@ -699,6 +726,9 @@ func (m *Mapping) ProjectRow(rel *cdc.Relation, row []cdc.Value) (key, value []b
 		}
 	} else {
 		in = true
+	}
+	if !in && hasNull(row, b.key) {
+		return nil, nil, false, nil
 	}
 	k, err := p.renderKey(b, c, row)
 	if err != nil {
