@@ -66,3 +66,17 @@ func TestCatchUpOverDroppedColumn(t *testing.T) {
 		t.Fatalf("bridge stopped: %v", err)
 	}
 }
+
+// TestLargeTransaction streams transactions of 50,000 row changes each.
+func TestLargeTransaction(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) VALUES ('L1', 'Large')`)
+	e.exec(`INSERT INTO legacy.ord_hdr (ord_no, cst_id, ord_dt, ord_amt)
+	        SELECT i, (SELECT cst_id FROM legacy.cust_mstr WHERE cst_cd = 'L1'), '2026-01-01', i FROM generate_series(1, 50000) i`)
+	e.exec(`BEGIN;
+	        UPDATE legacy.ord_hdr SET stat_cd = 'SH', tags = ARRAY['big', NULL];
+	        DELETE FROM legacy.ord_hdr WHERE ord_no % 10 = 0;
+	        COMMIT`)
+	e.waitConverged()
+}
