@@ -122,15 +122,19 @@ func (p *Pipeline) session(ctx context.Context) error {
 	defer stopReading(nil)
 
 	// Records are produced with a context that outlives the stop of
-	// reading, so that a stop can still flush them. Once reading stops,
-	// Kafka gets ShutdownTimeout to acknowledge what is in flight; then
-	// produce calls blocked on a full buffer return and unsent records
-	// fail. They are not confirmed, so the next start reads them again.
+	// reading, so that what is in flight can still be flushed:
+	//   - after a lost source connection, for as long as Kafka needs;
+	//   - when the bridge is asked to stop (ctx ends), for ShutdownTimeout;
+	//   - after a record failed for good, not at all: nothing after it
+	//     will be confirmed anyway.
+	// Cancelling it makes produce calls blocked on a full buffer return
+	// and fails unsent records. They are not confirmed, so the next start
+	// reads them again.
 	produceCtx, stopProducing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopProducing()
 	var timer *time.Timer
 	var timerMu sync.Mutex
-	defer context.AfterFunc(readCtx, func() {
+	defer context.AfterFunc(ctx, func() {
 		timerMu.Lock()
 		timer = time.AfterFunc(p.o.ShutdownTimeout, stopProducing)
 		timerMu.Unlock()
@@ -149,6 +153,7 @@ func (p *Pipeline) session(ctx context.Context) error {
 		failOnce.Do(func() {
 			recordErr = err
 			stopReading(err)
+			stopProducing()
 		})
 	})
 
@@ -157,11 +162,10 @@ func (p *Pipeline) session(ctx context.Context) error {
 	stopReading(nil)
 	flushErr := p.o.Producer.Flush(produceCtx)
 
-	if produceCtx.Err() != nil {
+	switch {
+	case ctx.Err() != nil && produceCtx.Err() != nil && recordErr == nil:
 		return fmt.Errorf("stop: Kafka did not acknowledge %d transactions within %s; they are not confirmed and will be read again on the next start",
 			cp.inFlight(), p.o.ShutdownTimeout)
-	}
-	switch {
 	case recordErr != nil:
 		return fmt.Errorf("publish: %w", recordErr)
 	case runErr != nil:

@@ -110,7 +110,7 @@ func TestRestartResumes(t *testing.T) {
 	}
 	before := len(e.read("customer"))
 	confirmed := e.queryString(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '` + e.db + `'`)
-	current := e.queryString(`SELECT pg_current_wal_lsn()::text`)
+	current := e.queryString(`SELECT pg_current_wal_insert_lsn()::text`)
 	t.Logf("after stop: %d records, slot confirmed at %s, WAL at %s", before, confirmed, current)
 
 	e.exec(`UPDATE legacy.cust_mstr SET cst_nm = 'renamed ' || cst_cd WHERE cst_id % 2 = 0`)
@@ -130,7 +130,7 @@ func TestTruncateStops(t *testing.T) {
 	b := e.start()
 	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) VALUES ('T1', 'x')`)
 	e.waitConverged()
-	before := e.queryString(`SELECT pg_current_wal_lsn()::text`)
+	before := e.queryString(`SELECT pg_current_wal_insert_lsn()::text`)
 	e.exec(`TRUNCATE legacy.ord_hdr`)
 	err, stopped := b.wait(60 * time.Second)
 	if !stopped {
@@ -207,7 +207,7 @@ func TestKafkaOutage(t *testing.T) {
 		e.exec(`UPDATE legacy.cust_mstr SET crd_lmt = crd_lmt + 1 WHERE cst_id % 5 = $1`, i)
 	}
 	e.exec(`DELETE FROM legacy.cust_mstr WHERE cst_id % 7 = 0`)
-	walEnd := e.queryString(`SELECT pg_current_wal_lsn()::text`)
+	walEnd := e.queryString(`SELECT pg_current_wal_insert_lsn()::text`)
 	// Wait until the bridge has received all of it while Kafka is away.
 	sent := `SELECT coalesce((SELECT r.sent_lsn >= '` + walEnd + `'::pg_lsn FROM pg_stat_replication r
 	           JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = '` + e.db + `'), false)::text`
@@ -273,7 +273,7 @@ func TestStopWhileKafkaDown(t *testing.T) {
 	}
 	t.Cleanup(resume)
 	e.exec(`UPDATE legacy.cust_mstr SET cst_nm = 'while down'`)
-	walEnd := e.queryString(`SELECT pg_current_wal_lsn()::text`)
+	walEnd := e.queryString(`SELECT pg_current_wal_insert_lsn()::text`)
 	sent := `SELECT coalesce((SELECT r.sent_lsn >= '` + walEnd + `'::pg_lsn FROM pg_stat_replication r
 	           JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = '` + e.db + `'), false)::text`
 	if err := testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
@@ -298,5 +298,45 @@ func TestStopWhileKafkaDown(t *testing.T) {
 
 	resume()
 	e.start()
+	e.waitConverged()
+}
+
+// TestPostgresRestartWhileKafkaDown restarts PostgreSQL while Kafka is
+// unreachable. Reconnecting waits for Kafka as long as it takes (the
+// shutdown timeout applies only to a stop), and then everything converges.
+func TestPostgresRestartWhileKafkaDown(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.ShutdownTimeout = time.Second
+	b := e.start()
+	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'Q' || i, 'n' || i FROM generate_series(1, 20) i`)
+	e.waitConverged()
+	for _, p := range broker.Proxies() {
+		p.Pause()
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			for _, p := range broker.Proxies() {
+				if err := p.Resume(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	t.Cleanup(resume)
+	e.exec(`UPDATE legacy.cust_mstr SET crd_lmt = 7`)
+	ctx := context.Background()
+	if err := pg.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`DELETE FROM legacy.cust_mstr WHERE cst_id % 4 = 0`)
+	if err, stopped := b.wait(3 * time.Second); stopped {
+		t.Fatalf("bridge stopped while Kafka was down: %v", err)
+	}
+	resume()
 	e.waitConverged()
 }
