@@ -86,15 +86,21 @@ func New(o Options) *Pipeline {
 // confirms the last fully acknowledged LSN, closes the source and returns
 // nil.
 func (p *Pipeline) Run(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
+	const firstBackoff = 250 * time.Millisecond
+	backoff := firstBackoff
 	for {
-		err := p.session(ctx)
+		progressed, err := p.session(ctx)
 		if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 			return p.close()
 		}
 		if err != nil && !p.o.IsTransient(err) {
 			_ = p.close()
 			return err
+		}
+		if progressed {
+			// The connection worked before it broke: start over rather
+			// than wait as long as after repeated failures.
+			backoff = firstBackoff
 		}
 		p.log.Warn("source connection lost; reconnecting", "err", err, "backoff", backoff)
 		select {
@@ -117,7 +123,8 @@ func (p *Pipeline) close() error {
 
 // session runs one replication connection to its end, then flushes what is
 // in flight so that its checkpoint settles before the next session starts.
-func (p *Pipeline) session(ctx context.Context) error {
+// progressed reports whether any change was received.
+func (p *Pipeline) session(ctx context.Context) (progressed bool, err error) {
 	readCtx, stopReading := context.WithCancelCause(ctx)
 	defer stopReading(nil)
 
@@ -161,17 +168,18 @@ func (p *Pipeline) session(ctx context.Context) error {
 	runErr := p.o.Source.Run(readCtx, s.emit)
 	stopReading(nil)
 	flushErr := p.o.Producer.Flush(produceCtx)
+	progressed = s.changes > 0
 
 	switch {
 	case ctx.Err() != nil && produceCtx.Err() != nil && recordErr == nil:
-		return fmt.Errorf("stop: Kafka did not acknowledge %d transactions within %s; they are not confirmed and will be read again on the next start",
+		return progressed, fmt.Errorf("stop: Kafka did not acknowledge %d transactions within %s; they are not confirmed and will be read again on the next start",
 			cp.inFlight(), p.o.ShutdownTimeout)
 	case recordErr != nil:
-		return fmt.Errorf("publish: %w", recordErr)
+		return progressed, fmt.Errorf("publish: %w", recordErr)
 	case runErr != nil:
-		return runErr
+		return progressed, runErr
 	}
-	return flushErr
+	return progressed, flushErr
 }
 
 // stream is the state of one session's emit callback. emit is called from
@@ -181,12 +189,14 @@ type stream struct {
 	cp         *checkpoint
 	produceCtx context.Context
 
-	tx   *cdc.Tx
-	cur  *txn
-	recs []mapping.Record
+	tx      *cdc.Tx
+	cur     *txn
+	recs    []mapping.Record
+	changes int // changes received, Begin and Commit included
 }
 
 func (s *stream) emit(ctx context.Context, c cdc.Change) error {
+	s.changes++
 	switch c.Op {
 	case cdc.Begin:
 		s.tx = c.Tx

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +339,28 @@ func TestPostgresRestartWhileKafkaDown(t *testing.T) {
 		t.Fatalf("bridge stopped while Kafka was down: %v", err)
 	}
 	resume()
+	e.waitConverged()
+}
+
+// TestPostgresConnectionCut cuts the bridge's connections to PostgreSQL
+// (replication and row reads) several times in the middle of a stream of
+// changes; the bridge reconnects and converges.
+func TestPostgresConnectionCut(t *testing.T) {
+	e := newEnv(t)
+	proxy := testenv.NewProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port()))
+	cfg := *e.cfg
+	cfg.Source.DSN = strings.Replace(e.dsn, fmt.Sprintf("127.0.0.1:%d", pg.Port()), proxy.Addr(), 1)
+	e.cfg = &cfg
+	e.start()
+	for i := range 5 {
+		e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'X' || $1::int || '-' || g, 'n' FROM generate_series(1, 30) g`, i)
+		e.exec(`UPDATE legacy.ord_hdr SET stat_cd = 'CT'`)
+		e.exec(`UPDATE legacy.cust_mstr SET crd_lmt = crd_lmt + 1 WHERE cst_id % 3 = $1`, i%3)
+		// Cut while the changes are on their way, then let the bridge
+		// reconnect and deliver them before the next round.
+		proxy.CutAll()
+		e.waitConverged()
+	}
+	e.exec(`DELETE FROM legacy.cust_mstr WHERE cst_id % 5 = 0`)
 	e.waitConverged()
 }

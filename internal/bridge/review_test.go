@@ -1,7 +1,9 @@
 package bridge
 
 import (
+	"strings"
 	"testing"
+	"time"
 )
 
 // bigMemo is an SQL expression for a text that PostgreSQL stores out of
@@ -79,4 +81,20 @@ func TestLargeTransaction(t *testing.T) {
 	        DELETE FROM legacy.ord_hdr WHERE ord_no % 10 = 0;
 	        COMMIT`)
 	e.waitConverged()
+}
+
+// TestRenamedTableStops renames a mapped table while the bridge streams:
+// its changes keep coming under the new name, and the bridge must stop
+// rather than skip them as changes of an unmapped table.
+func TestRenamedTableStops(t *testing.T) {
+	e := newEnv(t)
+	b := e.start()
+	seedOrders(e, 2)
+	e.waitConverged()
+	e.exec(`ALTER TABLE legacy.ord_hdr RENAME TO ord_hdr_old`)
+	e.exec(`UPDATE legacy.ord_hdr_old SET stat_cd = 'RN'`)
+	err, stopped := b.wait(30 * time.Second)
+	if !stopped || err == nil || !strings.Contains(err.Error(), "was renamed to legacy.ord_hdr_old") {
+		t.Fatalf("bridge after a rename of a mapped table: stopped %v, %v; want an error naming the rename", stopped, err)
+	}
 }
