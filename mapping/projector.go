@@ -196,8 +196,15 @@ func (m *Mapping) bind(rel *cdc.Relation) (*bound, error) {
 // binding returns the mappings bound to rel, binding them the first time
 // a relation pointer is seen (a new pointer for an ID is a schema change).
 func (p *Projector) binding(rel *cdc.Relation) (*boundRel, error) {
-	if br, ok := p.rels[rel.ID]; ok && br.rel == rel {
-		return br, nil
+	if br, ok := p.rels[rel.ID]; ok {
+		if br.rel == rel {
+			return br, nil
+		}
+		// A renamed table stays in the publication: its changes would
+		// otherwise pass as those of an unmapped table, silently.
+		if br.rel.Table != rel.Table && len(br.maps) > 0 {
+			return nil, fmt.Errorf("mapping %s: table %s was renamed to %s while the bridge was running; update the mapping and restart the bridge — the slot was not confirmed past this change", br.maps[0].m.File, br.rel.Table, rel.Table)
+		}
 	}
 	br := &boundRel{rel: rel}
 	for _, m := range p.set.byTable[rel.Table] {

@@ -71,3 +71,21 @@ func TestProjectNullKeyOutsideFilter(t *testing.T) {
 		t.Errorf("ProjectRow of a filtered-out row with a NULL key = %q %v %v", v, in, err)
 	}
 }
+
+// TestProjectStopsWhenMappedTableIsRenamed: a renamed table stays in the
+// publication and its changes keep coming under the new name. They must
+// not be skipped silently as changes of an unmapped table.
+func TestProjectStopsWhenMappedTableIsRenamed(t *testing.T) {
+	s := loadChecked(t, "testdata/project/people.yaml")
+	rel := relationOf(testCatalog()[cdc.TableName{Schema: "public", Name: "customers"}], 2)
+	p := NewProjector(s)
+	if _, err := p.Project(context.Background(), &cdc.Change{Op: cdc.Insert, Relation: rel, New: row("1", "a@b", "A")}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	renamed := &cdc.Relation{ID: rel.ID, Table: cdc.TableName{Schema: "public", Name: "clients"}, ReplicaIdentity: 'd', Columns: rel.Columns}
+	recs, err := p.Project(context.Background(), &cdc.Change{Op: cdc.Insert, Relation: renamed, New: row("2", "c@d", "C")}, nil, nil)
+	want := `mapping testdata/project/people.yaml: table public.customers was renamed to public.clients while the bridge was running; update the mapping and restart the bridge — the slot was not confirmed past this change`
+	if err == nil || err.Error() != want {
+		t.Errorf("insert into the renamed table = %d records, error %v\nwant %s", len(recs), err, want)
+	}
+}
