@@ -699,8 +699,10 @@ func (e *TruncateError) Error() string {
 		at = " (commit LSN " + e.LSN + ")"
 	}
 	return fmt.Sprintf("table %s was truncated%s, but topic %s still holds its entities and a TRUNCATE carries no rows to tombstone; "+
-		"the bridge stopped before confirming past the TRUNCATE. Re-seed the topic (delete it, or tombstone its keys, and snapshot the table again), "+
-		"or set on_truncate: ignore in %s to skip truncates of this table", e.Table, at, e.Topic, e.File)
+		"the bridge stopped before confirming past the TRUNCATE, and stops here again on restart. "+
+		"To go on, set on_truncate: ignore in %s and restart, then bring the topic in line with the table: "+
+		"tombstone the keys whose rows are gone, or delete the topic and republish the current rows (an UPDATE that touches a row publishes its full state)",
+		e.Table, at, e.Topic, e.File)
 }
 
 // ProjectRow returns the state of one full row as an insert of it would

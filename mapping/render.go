@@ -172,9 +172,9 @@ func (t *colType) appendJSON(dst, text []byte, sc *scratch) ([]byte, error) {
 func (t *colType) appendKey(dst, text []byte, sc *scratch) ([]byte, error) {
 	switch t.kind {
 	case kindString:
-		return append(dst, text...), nil
+		return appendUTF8(dst, text), nil
 	case kindBpchar:
-		return append(dst, cdc.TrimPad(text)...), nil
+		return appendUTF8(dst, cdc.TrimPad(text)), nil
 	case kindFloat:
 		if isSpecialFloat(text) {
 			return append(dst, text...), nil
@@ -608,4 +608,23 @@ func appendFloat(dst []byte, f float64, bits int) []byte {
 // them.
 func unsafeBytes(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
+}
+
+// appendUTF8 appends text with invalid UTF-8 replaced by U+FFFD, as string
+// values are rendered, so that a key is always UTF-8 and equals the text of
+// the same column in the document.
+func appendUTF8(dst, text []byte) []byte {
+	if utf8.Valid(text) {
+		return append(dst, text...)
+	}
+	for len(text) > 0 {
+		r, size := utf8.DecodeRune(text)
+		if r == utf8.RuneError && size == 1 {
+			dst = utf8.AppendRune(dst, utf8.RuneError)
+		} else {
+			dst = append(dst, text[:size]...)
+		}
+		text = text[size:]
+	}
+	return dst
 }
