@@ -46,8 +46,16 @@ func SetTextFormat(params map[string]string) {
 type RowReader struct {
 	pool *pgxpool.Pool
 
-	mu    sync.Mutex
-	stmts map[*Relation][]*rowStatement
+	mu sync.Mutex
+	// stmts holds the statements of the current shape of each relation,
+	// by relation ID: a schema change replaces them rather than adding to
+	// them, so the cache does not grow with schema changes.
+	stmts map[uint32]relStatements
+}
+
+type relStatements struct {
+	rel   *Relation
+	stmts []*rowStatement
 }
 
 type rowStatement struct {
@@ -60,7 +68,7 @@ type rowStatement struct {
 // NewRowReader returns a RowReader that reads through pool. The pool's
 // connections must carry the settings of SetTextFormat.
 func NewRowReader(pool *pgxpool.Pool) *RowReader {
-	return &RowReader{pool: pool, stmts: make(map[*Relation][]*rowStatement)}
+	return &RowReader{pool: pool, stmts: make(map[uint32]relStatements)}
 }
 
 // ReadRow reads the current row of rel whose columns at positions by equal
@@ -158,7 +166,11 @@ func (r *RowReader) ReadRow(ctx context.Context, rel *Relation, by, cols []int, 
 func (r *RowReader) statement(rel *Relation, by, cols []int) *rowStatement {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, st := range r.stmts[rel] {
+	cached := r.stmts[rel.ID]
+	if cached.rel != rel {
+		cached = relStatements{rel: rel}
+	}
+	for _, st := range cached.stmts {
 		if slices.Equal(st.by, by) && slices.Equal(st.cols, cols) {
 			return st
 		}
@@ -190,7 +202,8 @@ func (r *RowReader) statement(rel *Relation, by, cols []int) *rowStatement {
 		h.Write(binary.BigEndian.AppendUint32(nil, uint32(c.TypeMod)))
 	}
 	st := &rowStatement{by: slices.Clone(by), cols: slices.Clone(cols), name: "statefeed_row_" + hex.EncodeToString(h.Sum(nil)[:12]), sql: sql}
-	r.stmts[rel] = append(r.stmts[rel], st)
+	cached.stmts = append(cached.stmts, st)
+	r.stmts[rel.ID] = cached
 	return st
 }
 
