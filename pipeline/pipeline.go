@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -54,6 +55,11 @@ type Options struct {
 	// permanent ones; default cdc.IsTransient.
 	IsTransient func(error) bool
 
+	// ProgressInterval is how often Run logs a progress line (records
+	// published, transactions confirmed, the confirmed LSN) while there
+	// is progress to report; default 30s.
+	ProgressInterval time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -63,6 +69,11 @@ type Pipeline struct {
 	log *slog.Logger
 
 	sources map[cdc.TableName]string // ce_source per table, built on first use
+
+	// Progress counters, for the periodic log line.
+	published atomic.Int64 // records acknowledged by Kafka
+	confirmed atomic.Int64 // transactions confirmed to the slot
+	lsn       atomic.Uint64
 }
 
 // New returns a Pipeline; nothing runs until Run.
@@ -72,6 +83,9 @@ func New(o Options) *Pipeline {
 	}
 	if o.IsTransient == nil {
 		o.IsTransient = cdc.IsTransient
+	}
+	if o.ProgressInterval == 0 {
+		o.ProgressInterval = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -86,6 +100,8 @@ func New(o Options) *Pipeline {
 // confirms the last fully acknowledged LSN, closes the source and returns
 // nil.
 func (p *Pipeline) Run(ctx context.Context) error {
+	stopProgress := p.logProgress()
+	defer stopProgress()
 	const firstBackoff = 250 * time.Millisecond
 	backoff := firstBackoff
 	for {
@@ -156,7 +172,11 @@ func (p *Pipeline) session(ctx context.Context) (progressed bool, err error) {
 
 	var failOnce sync.Once
 	var recordErr error
-	cp := newCheckpoint(p.o.Source.Confirm, func(err error) {
+	cp := newCheckpoint(func(lsn pglogrepl.LSN) {
+		p.confirmed.Add(1)
+		p.lsn.Store(uint64(lsn))
+		p.o.Source.Confirm(lsn)
+	}, func(err error) {
 		failOnce.Do(func() {
 			recordErr = err
 			stopReading(err)
@@ -239,7 +259,12 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 		}
 		t := s.cur
 		s.cp.produced(t)
-		if err := s.p.o.Producer.Produce(s.produceCtx, m, func(err error) { s.cp.acked(t, err) }); err != nil {
+		if err := s.p.o.Producer.Produce(s.produceCtx, m, func(err error) {
+			if err == nil {
+				s.p.published.Add(1)
+			}
+			s.cp.acked(t, err)
+		}); err != nil {
 			s.cp.acked(t, nil) // never produced: nothing to wait for, and the error below stops the session
 			return fmt.Errorf("publish %s record for table %s at %s: %w", r.Entity, tableOf(c), s.tx.CommitLSN, err)
 		}
@@ -285,4 +310,40 @@ func (p *Pipeline) ceSource(c cdc.Change) string {
 		p.sources[t] = s
 	}
 	return s
+}
+
+// logProgress logs a progress line every ProgressInterval while records
+// are published or transactions confirmed, until the returned function is
+// called.
+func (p *Pipeline) logProgress() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(p.o.ProgressInterval)
+		defer t.Stop()
+		var lastPublished, lastConfirmed int64
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			published, confirmed := p.published.Load(), p.confirmed.Load()
+			if published == lastPublished && confirmed == lastConfirmed {
+				continue
+			}
+			p.log.Info("progress",
+				"records", published-lastPublished,
+				"transactions", confirmed-lastConfirmed,
+				"lsn", pglogrepl.LSN(p.lsn.Load()),
+				"interval", p.o.ProgressInterval)
+			lastPublished, lastConfirmed = published, confirmed
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
 }

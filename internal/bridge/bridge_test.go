@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -363,4 +365,27 @@ func TestPostgresConnectionCut(t *testing.T) {
 	}
 	e.exec(`DELETE FROM legacy.cust_mstr WHERE cst_id % 5 = 0`)
 	e.waitConverged()
+}
+
+// TestProgressLogged checks the periodic progress line: it appears while
+// records flow and counts them.
+func TestProgressLogged(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Log.ProgressInterval = 100 * time.Millisecond
+	e.start()
+	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'G' || i, 'n' FROM generate_series(1, 25) i`)
+	e.waitConverged()
+	// The 25 records may be counted over more than one interval.
+	progress := regexp.MustCompile(`msg=progress records=(\d+) transactions=\d+ lsn=\S+`)
+	err := testenv.Eventually(context.Background(), 10*time.Second, func(context.Context) (bool, string, error) {
+		sum := 0
+		for _, m := range progress.FindAllStringSubmatch(e.logs.String(), -1) {
+			n, _ := strconv.Atoi(m[1])
+			sum += n
+		}
+		return sum == 25, fmt.Sprintf("progress lines count %d records, want 25", sum), nil
+	})
+	if err != nil {
+		t.Fatalf("%v\nlog:\n%s", err, e.logs)
+	}
 }

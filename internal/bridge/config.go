@@ -61,6 +61,9 @@ type TopicDefaults struct {
 type LogConfig struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+	// ProgressInterval is how often a progress line is logged while
+	// records flow.
+	ProgressInterval time.Duration `yaml:"progress_interval"`
 }
 
 // DefaultConfig returns the values a configuration file starts from.
@@ -77,7 +80,7 @@ func DefaultConfig() Config {
 			ClientID:      "statefeed-bridge",
 			TopicDefaults: TopicDefaults{Partitions: 1, ReplicationFactor: -1},
 		},
-		Log:             LogConfig{Level: "info", Format: "text"},
+		Log:             LogConfig{Level: "info", Format: "text", ProgressInterval: 30 * time.Second},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
@@ -190,6 +193,9 @@ func (c *Config) validate(file string, root *yaml.Node, p *yamlconf.Problems) {
 	case "text", "json":
 	default:
 		p.Add(file, at("log.format"), "log.format", "%q is not a format; use text or json", c.Log.Format)
+	}
+	if c.Log.ProgressInterval <= 0 {
+		p.Add(file, at("log.progress_interval"), "log.progress_interval", "must be a positive duration such as 30s")
 	}
 	if c.ShutdownTimeout <= 0 {
 		p.Add(file, at("shutdown_timeout"), "shutdown_timeout", "must be a positive duration such as 30s")

@@ -1,13 +1,16 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,6 +53,7 @@ type env struct {
 	prefix string // topic prefix
 	cfg    *Config
 	set    *mapping.Set
+	logs   *lockedBuffer // everything the bridges of the test logged
 }
 
 var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
@@ -64,7 +68,7 @@ func newEnv(t *testing.T) *env {
 	if len(name) > 40 {
 		name = name[:40]
 	}
-	e := &env{t: t, db: name, prefix: name + "."}
+	e := &env{t: t, db: name, prefix: name + ".", logs: &lockedBuffer{}}
 	if err := pg.CreateDatabase(ctx, name); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +178,7 @@ func (e *env) start() *running {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
-	log := slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{e.t}, e.logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	go func() {
 		err := Run(ctx, e.cfg, log)
 		if err != nil {
@@ -254,4 +258,21 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

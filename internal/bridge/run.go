@@ -146,13 +146,14 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	})
 	log.Info("streaming", "slot", cfg.Source.Slot, "lsn", res.ConfirmedLSN, "entities", len(p.set.Mappings))
 	return pipeline.New(pipeline.Options{
-		Source:          src,
-		Projector:       mapping.NewProjector(p.set),
-		Rows:            cdc.NewRowReader(pool),
-		Producer:        producer,
-		SourceName:      cfg.Source.Name,
-		ShutdownTimeout: cfg.ShutdownTimeout,
-		Logger:          log,
+		Source:           src,
+		Projector:        mapping.NewProjector(p.set),
+		Rows:             cdc.NewRowReader(pool),
+		Producer:         producer,
+		SourceName:       cfg.Source.Name,
+		ShutdownTimeout:  cfg.ShutdownTimeout,
+		ProgressInterval: cfg.Log.ProgressInterval,
+		Logger:           log,
 	}).Run(ctx)
 }
 
