@@ -24,12 +24,15 @@ type SetupOptions struct {
 	CreatePublication bool
 	// CreateSlot allows Setup to create a missing slot.
 	CreateSlot bool
+	// DryRun checks everything and reports what would be created
+	// (SetupResult.PublicationCreated, SlotCreated) without creating it.
+	DryRun bool
 }
 
 // SetupResult says what Setup found and did.
 type SetupResult struct {
-	PublicationCreated bool
-	SlotCreated        bool
+	PublicationCreated bool // or, with DryRun, would be created
+	SlotCreated        bool // or, with DryRun, would be created
 	// ConfirmedLSN is the slot's confirmed_flush_lsn, or the consistent
 	// point of a slot Setup created: streaming resumes there.
 	ConfirmedLSN pglogrepl.LSN
@@ -75,7 +78,7 @@ func Setup(ctx context.Context, conn *pgx.Conn, replConn *pgconn.PgConn, o Setup
 	if len(o.Tables) == 0 {
 		return res, errors.New("setup: no tables to publish")
 	}
-	if o.CreateSlot && replConn == nil {
+	if o.CreateSlot && replConn == nil && !o.DryRun {
 		return res, errors.New("setup: creating a slot needs a replication connection")
 	}
 
@@ -102,6 +105,12 @@ func Setup(ctx context.Context, conn *pgx.Conn, replConn *pgconn.PgConn, o Setup
 		return res, &SetupError{Problems: problems}
 	}
 	res.Notes = pub.notes
+	if o.DryRun {
+		res.PublicationCreated = pub.create
+		res.SlotCreated = slot.create
+		res.ConfirmedLSN = slot.confirmed
+		return res, nil
+	}
 
 	if pub.create {
 		if _, err := conn.Exec(ctx, createPublicationSQL(o)); err != nil {

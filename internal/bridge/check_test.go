@@ -45,7 +45,9 @@ fields:
 
 // TestCheckReportsSetup runs check on a database where nothing is set up
 // yet: the mappings pass, and the missing publication and slot are
-// reported with the SQL that creates them, without creating them.
+// reported as what run will create, without creating them. When the
+// configuration forbids creating them, they are errors with the SQL that
+// creates them.
 func TestCheckReportsSetup(t *testing.T) {
 	e := newEnv(t)
 	var out bytes.Buffer
@@ -53,9 +55,22 @@ func TestCheckReportsSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.String()
-	for _, want := range []string{"2 entities on 2 tables", "CREATE PUBLICATION", "pg_create_logical_replication_slot"} {
+	for _, want := range []string{"2 entities on 2 tables", `publication "` + e.db + `": missing; bridge run will create it`, `replication slot "` + e.db + `": missing; bridge run will create it`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("check output lacks %q:\n%s", want, got)
+		}
+	}
+
+	e.cfg.Source.CreatePublication = false
+	e.cfg.Source.CreateSlot = false
+	err := Check(context.Background(), e.cfg, &out)
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("check with creation forbidden = %v, want a *ConfigError", err)
+	}
+	for _, want := range []string{"CREATE PUBLICATION", "pg_create_logical_replication_slot"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%s", want, err)
 		}
 	}
 	if n := e.queryString(`SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = '` + e.db + `'`); n != "0" {

@@ -205,25 +205,32 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	fmt.Fprintf(w, "mappings: %d entities on %d tables, all columns, keys and expressions check out\n", len(p.set.Mappings), len(p.set.Tables()))
-	_, err = cdc.Setup(ctx, conn, nil, cdc.SetupOptions{
-		Publication: cfg.Source.Publication,
-		Slot:        cfg.Source.Slot,
-		Tables:      p.set.Tables(),
+	res, err := cdc.Setup(ctx, conn, nil, cdc.SetupOptions{
+		Publication:       cfg.Source.Publication,
+		Slot:              cfg.Source.Slot,
+		Tables:            p.set.Tables(),
+		CreatePublication: cfg.Source.CreatePublication,
+		CreateSlot:        cfg.Source.CreateSlot,
+		DryRun:            true,
 	})
 	var se *cdc.SetupError
 	if errors.As(err, &se) {
-		fmt.Fprintln(w, "replication setup is incomplete:")
-		for _, p := range se.Problems {
-			fmt.Fprintf(w, "  %s\n", p)
-		}
-		if cfg.Source.CreatePublication || cfg.Source.CreateSlot {
-			fmt.Fprintln(w, "(bridge run creates a missing publication or slot where the configuration allows it)")
-		}
-		return nil
+		return &ConfigError{err}
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "replication setup: publication %q and slot %q are ready\n", cfg.Source.Publication, cfg.Source.Slot)
+	say := func(created bool, what, name string) {
+		if created {
+			fmt.Fprintf(w, "%s %q: missing; bridge run will create it\n", what, name)
+		} else {
+			fmt.Fprintf(w, "%s %q: ready\n", what, name)
+		}
+	}
+	say(res.PublicationCreated, "publication", cfg.Source.Publication)
+	say(res.SlotCreated, "replication slot", cfg.Source.Slot)
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
 	return nil
 }
