@@ -66,45 +66,35 @@ func check(ctx context.Context, set *mapping.Set, conn *pgx.Conn) (*prepared, er
 
 // Run checks the mappings, prepares the publication, the slot and the
 // topics, and streams until ctx ends (nil) or a permanent error stops it.
-func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+//
+// The order spares the source: everything is checked first, then the
+// topics are made ready (waiting for Kafka if need be), and only then is
+// the slot created, so a bridge that cannot publish leaves no slot
+// pinning WAL behind.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
+	defer func() {
+		// Asked to stop before streaming began: a clean stop too.
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			err = nil
+		}
+	}()
 	conn, p, err := prepare(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var repl *pgconn.PgConn
-	if cfg.Source.CreateSlot {
-		if repl, err = replicationConn(ctx, cfg.Source.DSN); err != nil {
-			return err
-		}
-	}
-	res, err := cdc.Setup(ctx, conn, repl, cdc.SetupOptions{
+	setup := cdc.SetupOptions{
 		Publication:       cfg.Source.Publication,
 		Slot:              cfg.Source.Slot,
 		Tables:            p.set.Tables(),
 		CreatePublication: cfg.Source.CreatePublication,
 		CreateSlot:        cfg.Source.CreateSlot,
-	})
-	if repl != nil {
-		repl.Close(context.WithoutCancel(ctx))
+		DryRun:            true,
 	}
+	_, err = cdc.Setup(ctx, conn, nil, setup)
+	conn.Close(context.WithoutCancel(ctx))
 	if err != nil {
-		var se *cdc.SetupError
-		if errors.As(err, &se) {
-			return &ConfigError{err}
-		}
-		return err
+		return setupError(err)
 	}
-	if res.PublicationCreated {
-		log.Info("created publication", "publication", cfg.Source.Publication, "tables", len(p.set.Tables()))
-	}
-	if res.SlotCreated {
-		log.Info("created replication slot", "slot", cfg.Source.Slot, "lsn", res.ConfirmedLSN)
-	}
-	for _, n := range res.Notes {
-		log.Info(n)
-	}
-	conn.Close(ctx)
 
 	producer, err := publish.NewProducer(publish.Options{
 		Brokers:            cfg.Kafka.Brokers,
@@ -123,6 +113,21 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	defer producer.Close()
 	if err := ensureTopics(ctx, producer, p.topics, log); err != nil {
 		return err
+	}
+
+	setup.DryRun = false
+	res, err := setupReplication(ctx, cfg.Source.DSN, setup)
+	if err != nil {
+		return err
+	}
+	if res.PublicationCreated {
+		log.Info("created publication", "publication", cfg.Source.Publication, "tables", len(p.set.Tables()))
+	}
+	if res.SlotCreated {
+		log.Info("created replication slot", "slot", cfg.Source.Slot, "lsn", res.ConfirmedLSN)
+	}
+	for _, n := range res.Notes {
+		log.Info(n)
 	}
 
 	poolCfg, err := pgxpool.ParseConfig(cfg.Source.DSN)
@@ -155,6 +160,37 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		ProgressInterval: cfg.Log.ProgressInterval,
 		Logger:           log,
 	}).Run(ctx)
+}
+
+// setupReplication creates the publication and the slot where missing and
+// allowed, on connections of its own.
+func setupReplication(ctx context.Context, dsn string, o cdc.SetupOptions) (cdc.SetupResult, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return cdc.SetupResult{}, fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var repl *pgconn.PgConn
+	if o.CreateSlot {
+		if repl, err = replicationConn(ctx, dsn); err != nil {
+			return cdc.SetupResult{}, err
+		}
+		defer repl.Close(context.WithoutCancel(ctx))
+	}
+	res, err := cdc.Setup(ctx, conn, repl, o)
+	if err != nil {
+		return res, setupError(err)
+	}
+	return res, nil
+}
+
+// setupError makes problems the DBA must fix configuration errors.
+func setupError(err error) error {
+	var se *cdc.SetupError
+	if errors.As(err, &se) {
+		return &ConfigError{err}
+	}
+	return err
 }
 
 // ensureTopics creates and verifies the topics, retrying while the brokers
