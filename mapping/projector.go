@@ -318,7 +318,7 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 	// changed. A row with a NULL key was never published (that is an
 	// error), so it has no key to tombstone.
 	var oldKey []byte
-	if old != nil && carries(old, b.key) && !hasNull(old, b.key) {
+	if old != nil && carries(old, b.key) && !b.keyless(old) {
 		k, err := p.renderKey(b, c, old)
 		if err != nil {
 			return out, err
@@ -362,7 +362,7 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 			// The row is gone by now; a later change in the stream says
 			// so too. Only tombstones are certain.
 			keyRow := mergeUnchanged(row, old)
-			if hasNull(keyRow, b.key) {
+			if b.keyless(keyRow) {
 				if oldKey != nil {
 					out = p.emit(b, oldKey, nil, out)
 				}
@@ -390,7 +390,7 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 			return out, err
 		}
 	}
-	if !newIn && hasNull(row, b.key) {
+	if !newIn && b.keyless(row) {
 		// Outside the filter and without a key: nothing is published
 		// under a NULL key, only the old key may need its tombstone.
 		if oldKey != nil && (!precise || oldIn) {
@@ -422,12 +422,22 @@ func (p *Projector) upsert(ctx context.Context, b *bound, c *cdc.Change, rr RowR
 	return out, nil
 }
 
-// hasNull reports whether row is NULL at one of the positions.
-func hasNull(row []cdc.Value, at []int) bool {
-	for _, i := range at {
+// keyless reports whether row has no usable key: a key column is NULL, or
+// the only key column is empty text (char(n) blanks included), which
+// Kafka cannot key a compacted record by.
+func (b *bound) keyless(row []cdc.Value) bool {
+	for _, i := range b.key {
 		if i < len(row) && row[i].Kind == cdc.Null {
 			return true
 		}
+	}
+	if len(b.key) == 1 {
+		v := row[b.key[0]]
+		text := v.Text
+		if b.keyType[0].kind == kindBpchar {
+			text = cdc.TrimPad(text)
+		}
+		return v.Kind == cdc.Text && len(text) == 0
 	}
 	return false
 }
@@ -495,7 +505,13 @@ func (b *bound) appendKey(dst []byte, row []cdc.Value, sc *scratch) ([]byte, err
 		if v.Kind != cdc.Text {
 			return dst, fmt.Errorf("key column %q is NULL; a key column must never be NULL (add a NOT NULL constraint, or filter such rows out)", b.rel.Columns[b.key[0]].Name)
 		}
-		return b.keyType[0].appendKey(dst, v.Text, sc)
+		start := len(dst)
+		dst, err := b.keyType[0].appendKey(dst, v.Text, sc)
+		if err == nil && len(dst) == start {
+			name := b.rel.Columns[b.key[0]].Name
+			err = fmt.Errorf("key column %q is empty, and Kafka cannot key a compacted record by an empty key; give such rows a key, or filter them out (filter: %s != '')", name, name)
+		}
+		return dst, err
 	}
 	dst = append(dst, '[')
 	for j, i := range b.key {
@@ -736,7 +752,7 @@ func (m *Mapping) ProjectRow(rel *cdc.Relation, row []cdc.Value) (key, value []b
 	} else {
 		in = true
 	}
-	if !in && hasNull(row, b.key) {
+	if !in && b.keyless(row) {
 		return nil, nil, false, nil
 	}
 	k, err := p.renderKey(b, c, row)

@@ -66,6 +66,16 @@ func TestProjectNullKeyOutsideFilter(t *testing.T) {
 	if _, err := NewProjector(s2).Project(context.Background(), &cdc.Change{Op: cdc.Insert, Relation: cust, New: inNull}, nil, nil); err == nil || !strings.Contains(err.Error(), "is NULL") {
 		t.Errorf("insert of a row in the filter with a NULL key = %v, want a NULL key error", err)
 	}
+	// An empty text key is no key either: outside the filter nothing is
+	// published, inside it is an error saying what to do.
+	empty := row("1", "C1", "Ada", "", "<null>", "<null>", "0", "A", "2024-01-02 03:04:05+00", "<null>")
+	emptyDeleted := row("1", "C1", "Ada", "", "<null>", "<null>", "0", "D", "2024-01-02 03:04:05+00", "<null>")
+	if recs, err := p.Project(context.Background(), &cdc.Change{Op: cdc.Insert, Relation: cust, New: emptyDeleted}, nil, nil); err != nil || len(recs) != 0 {
+		t.Errorf("insert of a filtered-out row with an empty key = %v, %v; want nothing", recs, err)
+	}
+	if _, err := p.Project(context.Background(), &cdc.Change{Op: cdc.Insert, Relation: cust, New: empty}, nil, nil); err == nil || !strings.Contains(err.Error(), "is empty") || !strings.Contains(err.Error(), "filter") {
+		t.Errorf("insert of a row in the filter with an empty key = %v, want an empty key error that suggests a filter", err)
+	}
 	// ProjectRow of a filtered-out row without a key: not in, no error.
 	if _, v, in, err := s.Mappings[0].ProjectRow(cust, noMail); err != nil || in || v != nil {
 		t.Errorf("ProjectRow of a filtered-out row with a NULL key = %q %v %v", v, in, err)

@@ -11,7 +11,7 @@ import (
 // acknowledged. It is safe for concurrent use: acknowledgements arrive on
 // the Kafka client's goroutines.
 type checkpoint struct {
-	confirm func(pglogrepl.LSN)
+	confirm func(lsn pglogrepl.LSN, txns int)
 
 	mu     sync.Mutex
 	queue  []*txn // oldest first
@@ -24,12 +24,14 @@ type txn struct {
 	end       pglogrepl.LSN
 	pending   int  // records produced and not yet acknowledged
 	committed bool // the Commit message was seen: no more records will come
+	folded    int  // later empty transactions this one stands for
 }
 
 // newCheckpoint returns a checkpoint that calls confirm with ever higher
-// LSNs and fail once with the first record failure. Both are called with
-// the checkpoint's lock held and must not block.
-func newCheckpoint(confirm func(pglogrepl.LSN), fail func(error)) *checkpoint {
+// LSNs, and the number of transactions each confirmation settles, and fail
+// once with the first record failure. Both are called with the
+// checkpoint's lock held and must not block.
+func newCheckpoint(confirm func(lsn pglogrepl.LSN, txns int), fail func(error)) *checkpoint {
 	return &checkpoint{confirm: confirm, fail: fail}
 }
 
@@ -69,7 +71,26 @@ func (c *checkpoint) commit(t *txn, end pglogrepl.LSN) {
 	defer c.mu.Unlock()
 	t.end = end
 	t.committed = true
+	// A transaction that produced nothing, behind one still in flight,
+	// is folded into it: confirming that one's end would be just as
+	// right, so move its end forward. Without this, a stream of
+	// filtered-out changes during a Kafka outage would grow the queue
+	// without bound.
+	if n := len(c.queue); t.pending == 0 && n >= 2 && c.queue[n-1] == t && c.queue[n-2].committed {
+		prev := c.queue[n-2]
+		prev.end = t.end
+		prev.folded += 1 + t.folded
+		c.queue[n-1] = nil
+		c.queue = c.queue[:n-1]
+	}
 	c.advance()
+}
+
+// err returns the first record failure, or nil.
+func (c *checkpoint) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failed
 }
 
 // inFlight reports how many transactions are not yet confirmed.
@@ -84,14 +105,15 @@ func (c *checkpoint) advance() {
 	if c.failed != nil {
 		return
 	}
-	n := 0
+	n, txns := 0, 0
 	for n < len(c.queue) && c.queue[n].committed && c.queue[n].pending == 0 {
+		txns += 1 + c.queue[n].folded
 		n++
 	}
 	if n == 0 {
 		return
 	}
-	c.confirm(c.queue[n-1].end)
+	c.confirm(c.queue[n-1].end, txns)
 	// Shift rather than reslice so the backing array does not grow without
 	// bound over a long-running session.
 	m := copy(c.queue, c.queue[n:])

@@ -69,7 +69,7 @@ func TestCheckpoint(t *testing.T) {
 			var got []pglogrepl.LSN
 			var failed error
 			c := newCheckpoint(
-				func(l pglogrepl.LSN) { got = append(got, l) },
+				func(l pglogrepl.LSN, _ int) { got = append(got, l) },
 				func(err error) { failed = err })
 			var txs []*txn
 			for _, s := range tt.steps {
@@ -93,5 +93,37 @@ func TestCheckpoint(t *testing.T) {
 				t.Errorf("failed = %v, want failure %v", failed, tt.failed)
 			}
 		})
+	}
+}
+
+// TestCheckpointFoldsEmptyTransactions checks that transactions producing
+// nothing behind one in flight do not pile up, and are still counted and
+// confirmed with it.
+func TestCheckpointFoldsEmptyTransactions(t *testing.T) {
+	var lsns []pglogrepl.LSN
+	var counted int
+	c := newCheckpoint(func(l pglogrepl.LSN, n int) { lsns = append(lsns, l); counted += n }, func(error) {})
+	first := c.begin()
+	c.produced(first)
+	c.commit(first, 100)
+	for i := range 1000 {
+		e := c.begin()
+		c.commit(e, pglogrepl.LSN(200+i))
+	}
+	if n := c.inFlight(); n != 1 {
+		t.Errorf("%d transactions queued behind the one in flight, want them folded into it", n)
+	}
+	c.acked(first, nil)
+	if want := []pglogrepl.LSN{1199}; !cmp.Equal(lsns, want) {
+		t.Errorf("confirmed %v, want %v", lsns, want)
+	}
+	if counted != 1001 {
+		t.Errorf("confirmation counted %d transactions, want 1001", counted)
+	}
+	// An empty transaction with nothing in flight confirms at once.
+	e := c.begin()
+	c.commit(e, 5000)
+	if lsns[len(lsns)-1] != 5000 || counted != 1002 {
+		t.Errorf("after an empty transaction: confirmed %v, counted %d", lsns, counted)
 	}
 }

@@ -118,7 +118,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			// than wait as long as after repeated failures.
 			backoff = firstBackoff
 		}
-		p.log.Warn("source connection lost; reconnecting", "err", err, "backoff", backoff)
+		p.log.Warn("source unavailable; reconnecting", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return p.close()
@@ -137,6 +137,12 @@ func (p *Pipeline) close() error {
 	return nil
 }
 
+// Causes of the end of produceCtx.
+var (
+	errShutdownTimeout = errors.New("shutdown timeout")
+	errRecordFailed    = errors.New("a record failed")
+)
+
 // session runs one replication connection to its end, then flushes what is
 // in flight so that its checkpoint settles before the next session starts.
 // progressed reports whether any change was received.
@@ -153,50 +159,57 @@ func (p *Pipeline) session(ctx context.Context) (progressed bool, err error) {
 	// Cancelling it makes produce calls blocked on a full buffer return
 	// and fails unsent records. They are not confirmed, so the next start
 	// reads them again.
-	produceCtx, stopProducing := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopProducing()
+	produceCtx, stopProducing := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stopProducing(nil)
 	var timer *time.Timer
 	var timerMu sync.Mutex
-	defer context.AfterFunc(ctx, func() {
-		timerMu.Lock()
-		timer = time.AfterFunc(p.o.ShutdownTimeout, stopProducing)
-		timerMu.Unlock()
-	})()
-	defer func() {
+	defer func() { // runs after the AfterFunc below is unregistered
 		timerMu.Lock()
 		if timer != nil {
 			timer.Stop()
 		}
 		timerMu.Unlock()
 	}()
+	defer context.AfterFunc(ctx, func() {
+		timerMu.Lock()
+		timer = time.AfterFunc(p.o.ShutdownTimeout, func() { stopProducing(errShutdownTimeout) })
+		timerMu.Unlock()
+	})()
 
-	var failOnce sync.Once
-	var recordErr error
-	cp := newCheckpoint(func(lsn pglogrepl.LSN) {
-		p.confirmed.Add(1)
+	cp := newCheckpoint(func(lsn pglogrepl.LSN, txns int) {
+		p.confirmed.Add(int64(txns))
 		p.lsn.Store(uint64(lsn))
 		p.o.Source.Confirm(lsn)
 	}, func(err error) {
-		failOnce.Do(func() {
-			recordErr = err
-			stopReading(err)
-			stopProducing()
-		})
+		if context.Cause(produceCtx) != nil {
+			return // a failure we caused by cancelling; reported below
+		}
+		stopReading(err)
+		stopProducing(errRecordFailed)
 	})
 
 	s := &stream{p: p, cp: cp, produceCtx: produceCtx}
 	runErr := p.o.Source.Run(readCtx, s.emit)
 	stopReading(nil)
-	flushErr := p.o.Producer.Flush(produceCtx)
 	progressed = s.changes > 0
+	if n := cp.inFlight(); n > 0 && runErr != nil && !errors.Is(runErr, context.Canceled) {
+		// Say so now: with Kafka down the flush below can take long.
+		p.log.Warn("stream ended; waiting for Kafka to acknowledge what is in flight", "err", runErr, "transactions", n)
+	}
+	flushErr := p.o.Producer.Flush(produceCtx)
 
-	switch {
-	case ctx.Err() != nil && produceCtx.Err() != nil && recordErr == nil:
-		return progressed, fmt.Errorf("stop: Kafka did not acknowledge %d transactions within %s; they are not confirmed and will be read again on the next start",
+	if errors.Is(context.Cause(produceCtx), errShutdownTimeout) && cp.inFlight() > 0 {
+		err := fmt.Errorf("stop: Kafka did not acknowledge %d transactions within %s; they are not confirmed and will be read again on the next start",
 			cp.inFlight(), p.o.ShutdownTimeout)
-	case recordErr != nil:
-		return progressed, fmt.Errorf("publish: %w", recordErr)
-	case runErr != nil:
+		if runErr != nil && !errors.Is(runErr, context.Canceled) {
+			err = fmt.Errorf("%w; the stream had ended with: %w", err, runErr)
+		}
+		return progressed, err
+	}
+	if recErr := cp.err(); recErr != nil && errors.Is(context.Cause(produceCtx), errRecordFailed) {
+		return progressed, fmt.Errorf("publish: %w", recErr)
+	}
+	if runErr != nil {
 		return progressed, runErr
 	}
 	return progressed, flushErr

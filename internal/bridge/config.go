@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -86,6 +87,10 @@ func DefaultConfig() Config {
 }
 
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// maxMessageBytes is the largest kafka.max_message_bytes: the Kafka client
+// writes at most 100 MiB to a broker in one request.
+const maxMessageBytes = 100 << 20
 
 // LoadConfig reads and validates a configuration file, expanding ${VAR}
 // and ${VAR:-default} in values with lookup (os.LookupEnv when nil). Every
@@ -172,14 +177,17 @@ func (c *Config) validate(file string, root *yaml.Node, p *yamlconf.Problems) {
 			p.Add(file, at(path), path, "%q has no port; write host:port", b)
 		}
 	}
-	if c.Kafka.TopicDefaults.Partitions < 1 {
+	if c.Kafka.TopicDefaults.Partitions < 1 || c.Kafka.TopicDefaults.Partitions > math.MaxInt32 {
 		p.Add(file, at("kafka.topic_defaults.partitions"), "kafka.topic_defaults.partitions", "%d is not a partition count; use 1 or more", c.Kafka.TopicDefaults.Partitions)
 	}
-	if rf := c.Kafka.TopicDefaults.ReplicationFactor; rf == 0 || rf < -1 {
+	if rf := c.Kafka.TopicDefaults.ReplicationFactor; rf == 0 || rf < -1 || rf > math.MaxInt16 {
 		p.Add(file, at("kafka.topic_defaults.replication_factor"), "kafka.topic_defaults.replication_factor", "%d is not a replication factor; use 1 or more, or -1 for the broker's default", rf)
 	}
-	if c.Kafka.MaxMessageBytes < 0 || c.Kafka.MaxMessageBytes > 1<<30 {
-		p.Add(file, at("kafka.max_message_bytes"), "kafka.max_message_bytes", "%d is out of range; use a size in bytes up to 1073741824", c.Kafka.MaxMessageBytes)
+	if mb := c.Kafka.MaxMessageBytes; mb != 0 && (mb < 1024 || mb > maxMessageBytes) {
+		p.Add(file, at("kafka.max_message_bytes"), "kafka.max_message_bytes", "%d is out of range; use a size in bytes from 1024 to %d (100 MiB)", mb, maxMessageBytes)
+	}
+	if c.Kafka.Linger < 0 {
+		p.Add(file, at("kafka.linger"), "kafka.linger", "%s is negative; use a duration such as 5ms", c.Kafka.Linger)
 	}
 	if c.Kafka.MaxBufferedRecords < 0 {
 		p.Add(file, at("kafka.max_buffered_records"), "kafka.max_buffered_records", "must not be negative")

@@ -1,0 +1,225 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/statefeed/statefeed/cdc"
+	"github.com/statefeed/statefeed/mapping"
+	"github.com/statefeed/statefeed/publish"
+)
+
+// reviewTable is a one-table catalog these tests project.
+var reviewTable = &cdc.Table{
+	Name: cdc.TableName{Schema: "public", Name: "t"},
+	Columns: []cdc.TableColumn{
+		{Name: "id", TypeOID: pgtype.Int4OID, Type: "integer", NotNull: true},
+		{Name: "name", TypeOID: pgtype.TextOID, Type: "text"},
+	},
+	PrimaryKey:      []string{"id"},
+	ReplicaIdentity: 'd',
+	IdentityColumns: []string{"id"},
+	UniqueKeys:      [][]string{{"id"}},
+}
+
+func reviewProjector(t *testing.T) *mapping.Projector {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "t.yaml")
+	if err := os.WriteFile(f, []byte("entity: thing\ntopic: review.thing.v1\ntable: public.t\nfields:\n  id: id\n  name: name\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := mapping.Load([]string{f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Check(cdc.Catalog{reviewTable.Name: reviewTable}); err != nil {
+		t.Fatal(err)
+	}
+	return mapping.NewProjector(set)
+}
+
+// scriptSource emits one transaction of one insert per Run, then waits for
+// ctx like a quiet replication stream.
+type scriptSource struct {
+	mu        sync.Mutex
+	confirmed pglogrepl.LSN
+	emitted   chan struct{}
+	changes   []cdc.Change // default: oneInsert(0x100, "1")
+}
+
+func (s *scriptSource) Run(ctx context.Context, emit func(context.Context, cdc.Change) error) error {
+	changes := s.changes
+	if changes == nil {
+		changes = oneInsert(0x100, "1")
+	}
+	for _, c := range changes {
+		if err := emit(ctx, c); err != nil {
+			return err
+		}
+	}
+	close(s.emitted)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+var reviewRel = &cdc.Relation{ID: 1, Table: reviewTable.Name, ReplicaIdentity: 'd', Columns: []cdc.Column{
+	{Name: "id", TypeOID: pgtype.Int4OID, TypeMod: -1, Identity: true},
+	{Name: "name", TypeOID: pgtype.TextOID, TypeMod: -1},
+}}
+
+// oneInsert is a transaction of one insert of row (id, "a") committed at commit.
+func oneInsert(commit pglogrepl.LSN, id string) []cdc.Change {
+	tx := &cdc.Tx{XID: uint32(commit), CommitLSN: commit, EndLSN: commit + 8, CommitTime: time.Now()}
+	return []cdc.Change{
+		{Op: cdc.Begin, Tx: tx},
+		{Op: cdc.Insert, Tx: tx, Relation: reviewRel, New: []cdc.Value{{Kind: cdc.Text, Text: []byte(id)}, {Kind: cdc.Text, Text: []byte("a")}}},
+		{Op: cdc.Commit, Tx: tx},
+	}
+}
+
+func (s *scriptSource) Confirm(lsn pglogrepl.LSN) {
+	s.mu.Lock()
+	s.confirmed = max(s.confirmed, lsn)
+	s.mu.Unlock()
+}
+
+func (s *scriptSource) Close(context.Context) error { return nil }
+
+// TestStopWhileKafkaDownReportsIt stops a pipeline whose only record Kafka
+// never acknowledges (the broker address does not answer). The stop must
+// report what was not acknowledged (exit status 1, configuration.md), even
+// though franz-go fails the cancelled records with context.Canceled on its
+// own goroutines while the stop is decided: repeated to catch the race.
+func TestStopWhileKafkaDownReportsIt(t *testing.T) {
+	for i := range 10 {
+		prod, err := publish.NewProducer(publish.Options{Brokers: []string{"127.0.0.1:1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := &scriptSource{emitted: make(chan struct{})}
+		p := New(Options{
+			Source:          src,
+			Projector:       reviewProjector(t),
+			Producer:        prod,
+			ShutdownTimeout: 100 * time.Millisecond,
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		<-src.emitted
+		cancel()
+		var runErr error
+		select {
+		case runErr = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return 10s after the stop")
+		}
+		prod.Close()
+		if src.confirmed != 0 {
+			t.Errorf("run %d: confirmed %s although Kafka acknowledged nothing", i, src.confirmed)
+		}
+		if runErr == nil || !strings.Contains(runErr.Error(), "did not acknowledge") {
+			t.Errorf("run %d: Run after a stop with an unacknowledged record = %v; want the documented \"did not acknowledge\" error (exit 1)", i, runErr)
+		}
+		if errors.Is(runErr, context.Canceled) {
+			t.Errorf("run %d: error wraps context.Canceled", i)
+		}
+	}
+}
+
+// reverseProducer holds every record until Flush, then acknowledges them
+// last first, as acknowledgements from different partitions may arrive.
+type reverseProducer struct {
+	mu   sync.Mutex
+	done []func(error)
+}
+
+func (p *reverseProducer) Produce(_ context.Context, _ *publish.Message, done func(error)) error {
+	p.mu.Lock()
+	p.done = append(p.done, done)
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *reverseProducer) Flush(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := len(p.done) - 1; i >= 0; i-- {
+		p.done[i](nil)
+	}
+	p.done = nil
+	return nil
+}
+
+// TestProgressCountsTransactions confirms two transactions whose records
+// are acknowledged last first: the second ack settles both at once, and
+// the progress counter must count two transactions, not one confirmation.
+func TestProgressCountsTransactions(t *testing.T) {
+	src := &scriptSource{emitted: make(chan struct{}), changes: append(oneInsert(0x100, "1"), oneInsert(0x200, "2")...)}
+	prod := &reverseProducer{}
+	p := New(Options{Source: src, Projector: reviewProjector(t), Producer: prod})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-src.emitted
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if src.confirmed != 0x208 {
+		t.Fatalf("confirmed %s, want 0/208", src.confirmed)
+	}
+	if got := p.confirmed.Load(); got != 2 {
+		t.Errorf("progress counts %d confirmed transactions, want 2", got)
+	}
+}
+
+// TestEmptyKeyErrorSaysWhichRowAndWhatToDo projects a row whose text key
+// is the empty string, which Kafka cannot key a compacted record by. The
+// error must name the mapping file and the row's primary key and say what
+// to do, like every row error.
+func TestEmptyKeyErrorSaysWhichRowAndWhatToDo(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "byname.yaml")
+	if err := os.WriteFile(f, []byte("entity: thing\ntopic: review.thing.v1\ntable: public.t\nkey: [name]\nfields:\n  id: id\n  name: name\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := mapping.Load([]string{f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := *reviewTable
+	tbl.ReplicaIdentity = 'f'
+	tbl.IdentityColumns = []string{"id", "name"}
+	tbl.Columns = []cdc.TableColumn{tbl.Columns[0], {Name: "name", TypeOID: pgtype.TextOID, Type: "text", NotNull: true}}
+	tbl.UniqueKeys = [][]string{{"id"}, {"name"}}
+	if err := set.Check(cdc.Catalog{tbl.Name: &tbl}); err != nil {
+		t.Fatal(err)
+	}
+	changes := oneInsert(0x100, "7")
+	changes[1].New[1] = cdc.Value{Kind: cdc.Text, Text: []byte("")}
+	src := &scriptSource{emitted: make(chan struct{}), changes: changes}
+	prod, err := publish.NewProducer(publish.Options{Brokers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	runErr := New(Options{Source: src, Projector: mapping.NewProjector(set), Producer: prod}).Run(context.Background())
+	t.Logf("error: %v", runErr)
+	if runErr == nil {
+		t.Fatal("Run accepted an empty key")
+	}
+	for _, want := range []string{f, "(id)=(7)", "filter"} {
+		if !strings.Contains(runErr.Error(), want) {
+			t.Errorf("the error does not mention %q", want)
+		}
+	}
+}
