@@ -92,6 +92,10 @@ func Setup(ctx context.Context, conn *pgx.Conn, replConn *pgconn.PgConn, o Setup
 			walLevel)}}
 	}
 
+	grants, err := checkPrivileges(ctx, conn, o)
+	if err != nil {
+		return res, err
+	}
 	pub, err := checkPublication(ctx, conn, o)
 	if err != nil {
 		return res, err
@@ -100,7 +104,7 @@ func Setup(ctx context.Context, conn *pgx.Conn, replConn *pgconn.PgConn, o Setup
 	if err != nil {
 		return res, err
 	}
-	problems := append(pub.problems, slot.problems...)
+	problems := append(grants, append(pub.problems, slot.problems...)...)
 	if len(problems) > 0 {
 		return res, &SetupError{Problems: problems}
 	}
@@ -306,4 +310,50 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// checkPrivileges checks what the bridge's role needs: the REPLICATION
+// attribute (or superuser) for the replication connection, and USAGE on
+// the schemas and SELECT on the mapped tables for reading rows back.
+// Creating the publication needs ownership of the tables, which the
+// CREATE PUBLICATION itself reports if it is missing.
+func checkPrivileges(ctx context.Context, conn *pgx.Conn, o SetupOptions) ([]string, error) {
+	var role string
+	var replication bool
+	if err := conn.QueryRow(ctx, `SELECT current_user, rolreplication OR rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user`).
+		Scan(&role, &replication); err != nil {
+		return nil, fmt.Errorf("setup: read the role's attributes: %w", err)
+	}
+	var problems []string
+	quotedRole := pgx.Identifier{role}.Sanitize()
+	if !replication {
+		problems = append(problems, fmt.Sprintf(
+			"role %q may not open replication connections: run ALTER ROLE %s REPLICATION;", role, quotedRole))
+	}
+	schemas := map[string]bool{}
+	for _, t := range o.Tables {
+		if _, seen := schemas[t.Schema]; !seen {
+			var usage bool
+			if err := conn.QueryRow(ctx, `SELECT has_schema_privilege($1, 'USAGE')`, t.Schema).Scan(&usage); err != nil {
+				return nil, fmt.Errorf("setup: check USAGE on schema %q: %w", t.Schema, err)
+			}
+			schemas[t.Schema] = usage
+			if !usage {
+				problems = append(problems, fmt.Sprintf("role %q has no USAGE on schema %s: run GRANT USAGE ON SCHEMA %s TO %s;",
+					role, pgx.Identifier{t.Schema}.Sanitize(), pgx.Identifier{t.Schema}.Sanitize(), quotedRole))
+			}
+		}
+		if !schemas[t.Schema] {
+			continue
+		}
+		var sel bool
+		if err := conn.QueryRow(ctx, `SELECT has_table_privilege($1::regclass, 'SELECT')`, quoteTable(t)).Scan(&sel); err != nil {
+			return nil, fmt.Errorf("setup: check SELECT on %s: %w", quoteTable(t), err)
+		}
+		if !sel {
+			problems = append(problems, fmt.Sprintf("role %q cannot SELECT from %s, which the bridge needs to read rows back: run GRANT SELECT ON %s TO %s;",
+				role, quoteTable(t), quoteTable(t), quotedRole))
+		}
+	}
+	return problems, nil
 }

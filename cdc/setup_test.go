@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/statefeed/statefeed/cdc"
 	"github.com/statefeed/statefeed/testenv"
@@ -176,5 +177,38 @@ func TestSetupNeedsLogicalWAL(t *testing.T) {
 	want := `wal_level is "replica", logical decoding needs "logical": run ALTER SYSTEM SET wal_level = logical; (or set it in postgresql.conf) and restart PostgreSQL; a reload is not enough`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("Setup error = %v, want it to contain %q", err, want)
+	}
+}
+
+// TestSetupChecksPrivileges connects as a role that lacks what the bridge
+// needs: every missing privilege is reported with the GRANT that fixes it,
+// before anything is created.
+func TestSetupChecksPrivileges(t *testing.T) {
+	db := newDB(t, pg, setupSchema+`
+		DO $$ BEGIN
+			IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'weak') THEN CREATE ROLE weak LOGIN; END IF;
+		END $$;
+		GRANT SELECT ON a TO weak;`)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, strings.Replace(pg.DSN(db), "postgres@", "weak@", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	_, err = cdc.Setup(ctx, conn, nil, cdc.SetupOptions{
+		Publication: "bridge", Slot: "bridge", Tables: setupTables,
+		CreatePublication: true, CreateSlot: true, DryRun: true,
+	})
+	var se *cdc.SetupError
+	if !errors.As(err, &se) {
+		t.Fatalf("Setup = %v, want a *SetupError", err)
+	}
+	want := []string{
+		`role "weak" may not open replication connections: run ALTER ROLE "weak" REPLICATION;`,
+		`role "weak" cannot SELECT from "public"."b", which the bridge needs to read rows back: run GRANT SELECT ON "public"."b" TO "weak";`,
+		`role "weak" has no USAGE on schema "Odd": run GRANT USAGE ON SCHEMA "Odd" TO "weak";`,
+	}
+	if diff := cmp.Diff(want, se.Problems); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
 	}
 }
