@@ -123,24 +123,46 @@ func NewProducer(o Options) (*Producer, error) {
 // are worth retrying.
 func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
 	topics = slices.Compact(slices.Sorted(slices.Values(topics)))
-	compact := "compact"
-	maxBytes := strconv.Itoa(int(p.o.MaxMessageBytes))
-	created, err := p.adm.CreateTopics(ctx, p.o.Partitions, p.o.ReplicationFactor,
-		map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes}, topics...)
+	// Look before creating: a cluster may let the bridge write to topics
+	// it may not create, and answers a create with an authorization
+	// error before it checks whether the topic exists.
+	details, err := p.adm.ListTopics(ctx, topics...)
 	if err != nil {
-		return fmt.Errorf("create topics %s: %w", strings.Join(topics, ", "), err)
+		return fmt.Errorf("list topics %s: %w", strings.Join(topics, ", "), err)
 	}
-	var problems []string
-	var existing []string
+	var problems, missing, existing []string
 	for _, t := range topics {
-		r := created[t]
-		switch {
-		case r.Err == nil:
-			p.log.Info("created topic", "topic", t, "partitions", p.o.Partitions, "cleanup_policy", "compact")
-		case errors.Is(r.Err, kerr.TopicAlreadyExists):
+		switch d, ok := details[t]; {
+		case !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition):
+			missing = append(missing, t)
+		case d.Err == nil:
 			existing = append(existing, t)
+		case kerr.IsRetriable(d.Err):
+			return fmt.Errorf("list topic %q: %w", t, d.Err)
 		default:
-			problems = append(problems, fmt.Sprintf("topic %q: create: %v", t, r.Err))
+			problems = append(problems, fmt.Sprintf("topic %q: %v", t, d.Err))
+		}
+	}
+	if len(missing) > 0 {
+		compact := "compact"
+		maxBytes := strconv.Itoa(int(p.o.MaxMessageBytes))
+		created, err := p.adm.CreateTopics(ctx, p.o.Partitions, p.o.ReplicationFactor,
+			map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes}, missing...)
+		if err != nil {
+			return fmt.Errorf("create topics %s: %w", strings.Join(missing, ", "), err)
+		}
+		for _, t := range missing {
+			r := created[t]
+			switch {
+			case r.Err == nil:
+				p.log.Info("created topic", "topic", t, "partitions", p.o.Partitions, "cleanup_policy", "compact")
+			case errors.Is(r.Err, kerr.TopicAlreadyExists): // created meanwhile by someone else
+				existing = append(existing, t)
+			case kerr.IsRetriable(r.Err):
+				return fmt.Errorf("create topic %q: %w", t, r.Err)
+			default:
+				problems = append(problems, fmt.Sprintf("topic %q: create: %v", t, r.Err))
+			}
 		}
 	}
 	if len(existing) > 0 {
@@ -150,6 +172,9 @@ func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
 		}
 		for _, rc := range configs {
 			if rc.Err != nil {
+				if kerr.IsRetriable(rc.Err) {
+					return fmt.Errorf("describe configs of topic %q: %w", rc.Name, rc.Err)
+				}
 				problems = append(problems, fmt.Sprintf("topic %q: describe configs: %v", rc.Name, rc.Err))
 				continue
 			}
