@@ -80,6 +80,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal, the default handling comes back: a second
+	// one ends the process at once. That is safe: whatever Kafka had not
+	// acknowledged is not confirmed, and is read again on the next start.
+	context.AfterFunc(ctx, func() {
+		stop()
+		if cmd == "run" {
+			log.Info("stopping: flushing what is in flight; signal again to quit at once")
+		}
+	})
 
 	switch cmd {
 	case "check":
