@@ -113,9 +113,12 @@ func run(ctx context.Context, out io.Writer, verbose bool) error {
 	done := make(chan error, 1)
 	say("== starting the bridge with config.example.yaml and examples/legacy/mappings")
 	go func() { done <- bridge.Run(bctx, cfg, log) }()
+	stopped := false
 	defer func() {
-		stopBridge()
-		<-done
+		if !stopped {
+			stopBridge()
+			<-done
+		}
 	}()
 	// The bridge creates the slot before it streams; changes made before
 	// that would not be streamed (snapshots come later), so wait for it.
@@ -190,14 +193,48 @@ func run(ctx context.Context, out io.Writer, verbose bool) error {
 			say("     %-8s → %s", k, shorten(string(view[k])))
 		}
 	}
+	// One record's headers: the CloudEvents attributes and the pointers
+	// to the change that caused it.
+	msgs, err := testenv.ReadTopic(ctx, broker.Addrs(), set.Mappings[0].Topic)
+	if err != nil {
+		return err
+	}
+	if len(msgs) > 0 {
+		last := msgs[len(msgs)-1]
+		say("\n== headers of the last record of %s (a tombstone carries the same)", set.Mappings[0].Topic)
+		names := make([]string, 0, len(last.Headers))
+		for k := range last.Headers {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			say("   %-15s %s", k, last.Headers[k])
+		}
+	}
+	stopBridge()
+	stopped = true
+	if err := <-done; err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	var confirmed, current string
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text, pg_current_wal_lsn()::text FROM pg_replication_slots WHERE slot_name = $1", cfg.Source.Slot).Scan(&confirmed, &current); err != nil {
+		return err
+	}
+	say("\n== bridge stopped cleanly; slot %q confirmed at %s (WAL at %s): nothing unpublished is confirmed", cfg.Source.Slot, confirmed, current)
 	say("\nThe deleted order, the soft-deleted customer and the old key C-1003 are gone from the")
-	say("compacted views: their tombstones remove them. See docs/message-contract.md.")
+	say("compacted views: their tombstones remove them. Next: docs/getting-started.md to point the bridge")
+	say("at a database of your own, docs/message-contract.md for what consumers can rely on.")
 	return nil
 }
 
 // shorten keeps long values (the 200 kB memo) readable.
 func shorten(s string) string {
-	const max = 160
+	const max = 240
 	if len(s) <= max {
 		return s
 	}
