@@ -2,19 +2,17 @@ package cdc
 
 import (
 	"encoding/binary"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/statefeed/statefeed/internal/golden"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pglogrepl"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
 // msg builds pgoutput messages byte by byte.
 type msg []byte
@@ -333,7 +331,7 @@ func TestDecodeGolden(t *testing.T) {
 			out.WriteByte('\n')
 		}
 	}
-	golden(t, "decode_session.golden", out.String())
+	goldenFile(t, "decode_session.golden", out.String())
 }
 
 // render writes a change on one line, in a form meant for golden files.
@@ -380,24 +378,9 @@ func renderValues(rel *Relation, vals []Value) string {
 	return "{" + strings.Join(parts, " ") + "}"
 }
 
-func golden(t *testing.T, name, got string) {
+func goldenFile(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
+	golden.Check(t, filepath.Join("testdata", name), got)
 }
 
 // FuzzDecode feeds arbitrary messages to a Decoder that knows two relations

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/statefeed/statefeed/cdc"
+	"github.com/statefeed/statefeed/internal/golden"
 )
 
 func testCatalog() cdc.Catalog {
@@ -71,7 +72,7 @@ func TestCheckProblems(t *testing.T) {
 				t.Fatalf("Load: %v", err)
 			}
 			err = s.Check(testCatalog())
-			golden(t, filepath.Join("testdata", "check", name+".golden"), errText(err))
+			golden.Check(t, filepath.Join("testdata", "check", name+".golden"), errText(err))
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/statefeed/statefeed/cdc"
+	"github.com/statefeed/statefeed/internal/golden"
 )
 
 func TestLoadValid(t *testing.T) {
@@ -65,7 +66,7 @@ func TestLoadProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Load(tt.paths)
-			golden(t, filepath.Join("testdata", "load_"+tt.name+".golden"), errText(err))
+			golden.Check(t, filepath.Join("testdata", "load_"+tt.name+".golden"), errText(err))
 		})
 	}
 }

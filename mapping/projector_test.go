@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/statefeed/statefeed/cdc"
+	"github.com/statefeed/statefeed/internal/golden"
 )
 
 // row builds a tuple: "<null>", "<unchanged>" and "<absent>" stand for
@@ -168,7 +169,7 @@ func TestProject(t *testing.T) {
 			b.WriteString(formatRecord(r))
 		}
 	}
-	golden(t, "testdata/project.golden", b.String())
+	golden.Check(t, "testdata/project.golden", b.String())
 }
 
 func formatRecord(r Record) string {

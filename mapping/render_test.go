@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/statefeed/statefeed/internal/golden"
 )
 
 // TestRenderColumns renders one value of every supported type as a JSON
@@ -93,7 +95,7 @@ func TestRenderColumns(t *testing.T) {
 		}
 		fmt.Fprintf(&b, "%s\n  text  %q\n  json  %s\n  key   %q\n", tt.name, tt.text, j, k)
 	}
-	golden(t, "testdata/render.golden", b.String())
+	golden.Check(t, "testdata/render.golden", b.String())
 }
 
 func TestRenderErrors(t *testing.T) {
