@@ -112,7 +112,7 @@ func TestRestartResumes(t *testing.T) {
 		t.Fatalf("graceful stop: %v", err)
 	}
 	before := len(e.read("customer"))
-	confirmed := e.queryString(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '` + e.db + `'`)
+	confirmed := e.confirmedLSN()
 	current := e.queryString(`SELECT pg_current_wal_insert_lsn()::text`)
 	t.Logf("after stop: %d records, slot confirmed at %s, WAL at %s", before, confirmed, current)
 
@@ -148,7 +148,7 @@ func TestTruncateStops(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
-	confirmed := e.queryString(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '` + e.db + `'`)
+	confirmed := e.confirmedLSN()
 	if lsnGreater(t, confirmed, before) {
 		t.Errorf("slot confirmed at %s, past the TRUNCATE (WAL was at %s before it)", confirmed, before)
 	}
@@ -203,31 +203,18 @@ func TestKafkaOutage(t *testing.T) {
 	e.start()
 	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'P' || i, 'n' || i FROM generate_series(1, 50) i`)
 	e.waitConverged()
-	for _, p := range broker.Proxies() {
-		p.Pause()
-	}
+	resume := pauseKafka(t)
 	for i := range 5 {
 		e.exec(`UPDATE legacy.cust_mstr SET crd_lmt = crd_lmt + 1 WHERE cst_id % 5 = $1`, i)
 	}
 	e.exec(`DELETE FROM legacy.cust_mstr WHERE cst_id % 7 = 0`)
-	walEnd := e.queryString(`SELECT pg_current_wal_insert_lsn()::text`)
 	// Wait until the bridge has received all of it while Kafka is away.
-	sent := `SELECT coalesce((SELECT r.sent_lsn >= '` + walEnd + `'::pg_lsn FROM pg_stat_replication r
-	           JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = '` + e.db + `'), false)::text`
-	if err := testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
-		return e.queryString(sent) == "true", "walsender has not sent the changes yet", nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	confirmed := e.queryString(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '` + e.db + `'`)
+	walEnd := e.waitSent()
+	confirmed := e.confirmedLSN()
 	if lsnGreater(t, confirmed, walEnd) || confirmed == walEnd {
 		t.Errorf("slot confirmed at %s while Kafka was unreachable; the changes end at %s", confirmed, walEnd)
 	}
-	for _, p := range broker.Proxies() {
-		if err := p.Resume(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	resume()
 	e.waitConverged()
 }
 
@@ -259,31 +246,9 @@ func TestStopWhileKafkaDown(t *testing.T) {
 	b := e.start()
 	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'S' || i, 'n' || i FROM generate_series(1, 20) i`)
 	e.waitConverged()
-	for _, p := range broker.Proxies() {
-		p.Pause()
-	}
-	resumed := false
-	resume := func() {
-		if resumed {
-			return
-		}
-		resumed = true
-		for _, p := range broker.Proxies() {
-			if err := p.Resume(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	t.Cleanup(resume)
+	resume := pauseKafka(t)
 	e.exec(`UPDATE legacy.cust_mstr SET cst_nm = 'while down'`)
-	walEnd := e.queryString(`SELECT pg_current_wal_insert_lsn()::text`)
-	sent := `SELECT coalesce((SELECT r.sent_lsn >= '` + walEnd + `'::pg_lsn FROM pg_stat_replication r
-	           JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = '` + e.db + `'), false)::text`
-	if err := testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
-		return e.queryString(sent) == "true", "walsender has not sent the update yet", nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	walEnd := e.waitSent()
 
 	began := time.Now()
 	err := b.stop()
@@ -294,7 +259,7 @@ func TestStopWhileKafkaDown(t *testing.T) {
 	if took > 15*time.Second {
 		t.Errorf("stop took %s with shutdown_timeout %s", took, e.cfg.ShutdownTimeout)
 	}
-	confirmed := e.queryString(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '` + e.db + `'`)
+	confirmed := e.confirmedLSN()
 	if lsnGreater(t, confirmed, walEnd) || confirmed == walEnd {
 		t.Errorf("slot confirmed at %s, past the unacknowledged update (WAL at %s)", confirmed, walEnd)
 	}
@@ -313,21 +278,7 @@ func TestPostgresRestartWhileKafkaDown(t *testing.T) {
 	b := e.start()
 	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'Q' || i, 'n' || i FROM generate_series(1, 20) i`)
 	e.waitConverged()
-	for _, p := range broker.Proxies() {
-		p.Pause()
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			for _, p := range broker.Proxies() {
-				if err := p.Resume(); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
-	t.Cleanup(resume)
+	resume := pauseKafka(t)
 	e.exec(`UPDATE legacy.cust_mstr SET crd_lmt = 7`)
 	ctx := context.Background()
 	if err := pg.Stop(ctx); err != nil {
