@@ -122,13 +122,25 @@ func NewProducer(o Options) (*Producer, error) {
 // reported together as a *TopicError; other errors (brokers unreachable)
 // are worth retrying.
 func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
+	_, err := p.topics(ctx, topics, true)
+	return err
+}
+
+// CheckTopics does what EnsureTopics does without creating anything: it
+// returns the topics that are missing, and a *TopicError for existing
+// topics that cannot be used.
+func (p *Producer) CheckTopics(ctx context.Context, topics []string) (missing []string, err error) {
+	return p.topics(ctx, topics, false)
+}
+
+func (p *Producer) topics(ctx context.Context, topics []string, create bool) (missingTopics []string, err error) {
 	topics = slices.Compact(slices.Sorted(slices.Values(topics)))
 	// Look before creating: a cluster may let the bridge write to topics
 	// it may not create, and answers a create with an authorization
 	// error before it checks whether the topic exists.
 	details, err := p.adm.ListTopics(ctx, topics...)
 	if err != nil {
-		return fmt.Errorf("list topics %s: %w", strings.Join(topics, ", "), err)
+		return nil, fmt.Errorf("list topics %s: %w", strings.Join(topics, ", "), err)
 	}
 	var problems, missing, existing []string
 	for _, t := range topics {
@@ -138,18 +150,20 @@ func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
 		case d.Err == nil:
 			existing = append(existing, t)
 		case kerr.IsRetriable(d.Err):
-			return fmt.Errorf("list topic %q: %w", t, d.Err)
+			return nil, fmt.Errorf("list topic %q: %w", t, d.Err)
 		default:
 			problems = append(problems, fmt.Sprintf("topic %q: %v", t, d.Err))
 		}
 	}
-	if len(missing) > 0 {
+	if len(missing) > 0 && !create {
+		missingTopics = missing
+	} else if len(missing) > 0 {
 		compact := "compact"
 		maxBytes := strconv.Itoa(int(p.o.MaxMessageBytes))
 		created, err := p.adm.CreateTopics(ctx, p.o.Partitions, p.o.ReplicationFactor,
 			map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes}, missing...)
 		if err != nil {
-			return fmt.Errorf("create topics %s: %w", strings.Join(missing, ", "), err)
+			return nil, fmt.Errorf("create topics %s: %w", strings.Join(missing, ", "), err)
 		}
 		for _, t := range missing {
 			r := created[t]
@@ -159,7 +173,7 @@ func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
 			case errors.Is(r.Err, kerr.TopicAlreadyExists): // created meanwhile by someone else
 				existing = append(existing, t)
 			case kerr.IsRetriable(r.Err):
-				return fmt.Errorf("create topic %q: %w", t, r.Err)
+				return nil, fmt.Errorf("create topic %q: %w", t, r.Err)
 			default:
 				problems = append(problems, fmt.Sprintf("topic %q: create: %v", t, r.Err))
 			}
@@ -168,12 +182,12 @@ func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
 	if len(existing) > 0 {
 		configs, err := p.adm.DescribeTopicConfigs(ctx, existing...)
 		if err != nil {
-			return fmt.Errorf("describe topic configs of %s: %w", strings.Join(existing, ", "), err)
+			return nil, fmt.Errorf("describe topic configs of %s: %w", strings.Join(existing, ", "), err)
 		}
 		for _, rc := range configs {
 			if rc.Err != nil {
 				if kerr.IsRetriable(rc.Err) {
-					return fmt.Errorf("describe configs of topic %q: %w", rc.Name, rc.Err)
+					return nil, fmt.Errorf("describe configs of topic %q: %w", rc.Name, rc.Err)
 				}
 				problems = append(problems, fmt.Sprintf("topic %q: describe configs: %v", rc.Name, rc.Err))
 				continue
@@ -200,9 +214,9 @@ func (p *Producer) EnsureTopics(ctx context.Context, topics []string) error {
 	}
 	if len(problems) > 0 {
 		slices.Sort(problems)
-		return &TopicError{Problems: problems}
+		return missingTopics, &TopicError{Problems: problems}
 	}
-	return nil
+	return missingTopics, nil
 }
 
 // TopicError lists topics the bridge cannot use as they are: retrying does

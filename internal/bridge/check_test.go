@@ -6,6 +6,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestCheckReportsMappingProblems runs `bridge check` logic against the
@@ -55,7 +58,12 @@ func TestCheckReportsSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.String()
-	for _, want := range []string{"2 entities on 2 tables", `publication "` + e.db + `": missing; bridge run will create it`, `replication slot "` + e.db + `": missing; bridge run will create it`} {
+	for _, want := range []string{
+		"2 entities on 2 tables",
+		`publication "` + e.db + `": missing; bridge run will create it`,
+		`replication slot "` + e.db + `": missing; bridge run will create it`,
+		`topic "` + e.prefix + `crm.customer.v1": missing; bridge run will create it`,
+	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("check output lacks %q:\n%s", want, got)
 		}
@@ -77,4 +85,24 @@ func TestCheckReportsSetup(t *testing.T) {
 		t.Errorf("check created %s slots", n)
 	}
 	t.Logf("bridge check output:\n%s", got)
+}
+
+// TestCheckRefusesUncompactedTopic: an existing topic that is not
+// compacted blocks run, so check reports it and fails.
+func TestCheckRefusesUncompactedTopic(t *testing.T) {
+	e := newEnv(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.Addrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 1, -1, nil, e.prefix+"crm.customer.v1"); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err = Check(context.Background(), e.cfg, &out)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "cleanup.policy=delete") {
+		t.Fatalf("Check = %v, want a *ConfigError about cleanup.policy", err)
+	}
 }

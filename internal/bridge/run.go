@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -96,19 +98,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		return setupError(err)
 	}
 
-	producer, err := publish.NewProducer(publish.Options{
-		Brokers:            cfg.Kafka.Brokers,
-		ClientID:           cfg.Kafka.ClientID,
-		Partitions:         int32(cfg.Kafka.TopicDefaults.Partitions),
-		ReplicationFactor:  int16(cfg.Kafka.TopicDefaults.ReplicationFactor),
-		AllowUncompacted:   cfg.Kafka.AllowUncompactedTopics,
-		Linger:             cfg.Kafka.Linger,
-		MaxBufferedRecords: cfg.Kafka.MaxBufferedRecords,
-		MaxMessageBytes:    int32(cfg.Kafka.MaxMessageBytes),
-		Logger:             log,
-	})
+	producer, err := newProducer(cfg, log)
 	if err != nil {
-		return &ConfigError{err}
+		return err
 	}
 	defer producer.Close()
 	if err := ensureTopics(ctx, producer, p.topics, log); err != nil {
@@ -162,6 +154,25 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 	}).Run(ctx)
 }
 
+// newProducer creates the Kafka producer the configuration describes.
+func newProducer(cfg *Config, log *slog.Logger) (*publish.Producer, error) {
+	producer, err := publish.NewProducer(publish.Options{
+		Brokers:            cfg.Kafka.Brokers,
+		ClientID:           cfg.Kafka.ClientID,
+		Partitions:         int32(cfg.Kafka.TopicDefaults.Partitions),
+		ReplicationFactor:  int16(cfg.Kafka.TopicDefaults.ReplicationFactor),
+		AllowUncompacted:   cfg.Kafka.AllowUncompactedTopics,
+		Linger:             cfg.Kafka.Linger,
+		MaxBufferedRecords: cfg.Kafka.MaxBufferedRecords,
+		MaxMessageBytes:    int32(cfg.Kafka.MaxMessageBytes),
+		Logger:             log,
+	})
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	return producer, nil
+}
+
 // setupReplication creates the publication and the slot where missing and
 // allowed, on connections of its own.
 func setupReplication(ctx context.Context, dsn string, o cdc.SetupOptions) (cdc.SetupResult, error) {
@@ -192,6 +203,9 @@ func setupError(err error) error {
 	}
 	return err
 }
+
+// kafkaCheckTimeout bounds how long check waits for Kafka.
+const kafkaCheckTimeout = 15 * time.Second
 
 // ensureTopics creates and verifies the topics, retrying while the brokers
 // cannot be reached: a bridge started before its Kafka cluster waits for it.
@@ -267,6 +281,25 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	say(res.SlotCreated, "replication slot", cfg.Source.Slot)
 	for _, n := range res.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
+	}
+
+	producer, err := newProducer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	kctx, cancel := context.WithTimeout(ctx, kafkaCheckTimeout)
+	defer cancel()
+	missing, err := producer.CheckTopics(kctx, p.topics)
+	var te *publish.TopicError
+	switch {
+	case errors.As(err, &te):
+		return &ConfigError{err}
+	case err != nil:
+		return fmt.Errorf("kafka at %s: %w", strings.Join(cfg.Kafka.Brokers, ", "), err)
+	}
+	for _, t := range p.topics {
+		say(slices.Contains(missing, t), "topic", t)
 	}
 	return nil
 }
