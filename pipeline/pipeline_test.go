@@ -18,8 +18,8 @@ import (
 	"github.com/statefeed/statefeed/publish"
 )
 
-// reviewTable is a one-table catalog these tests project.
-var reviewTable = &cdc.Table{
+// testTable is a one-table catalog these tests project.
+var testTable = &cdc.Table{
 	Name: cdc.TableName{Schema: "public", Name: "t"},
 	Columns: []cdc.TableColumn{
 		{Name: "id", TypeOID: pgtype.Int4OID, Type: "integer", NotNull: true},
@@ -31,17 +31,17 @@ var reviewTable = &cdc.Table{
 	UniqueKeys:      [][]string{{"id"}},
 }
 
-func reviewProjector(t *testing.T) *mapping.Projector {
+func testProjector(t *testing.T) *mapping.Projector {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "t.yaml")
-	if err := os.WriteFile(f, []byte("entity: thing\ntopic: review.thing.v1\ntable: public.t\nfields:\n  id: id\n  name: name\n"), 0o644); err != nil {
+	if err := os.WriteFile(f, []byte("entity: thing\ntopic: test.thing.v1\ntable: public.t\nfields:\n  id: id\n  name: name\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	set, err := mapping.Load([]string{f})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := set.Check(cdc.Catalog{reviewTable.Name: reviewTable}); err != nil {
+	if err := set.Check(cdc.Catalog{testTable.Name: testTable}); err != nil {
 		t.Fatal(err)
 	}
 	return mapping.NewProjector(set)
@@ -71,7 +71,7 @@ func (s *scriptSource) Run(ctx context.Context, emit func(context.Context, cdc.C
 	return ctx.Err()
 }
 
-var reviewRel = &cdc.Relation{ID: 1, Table: reviewTable.Name, ReplicaIdentity: 'd', Columns: []cdc.Column{
+var testRel = &cdc.Relation{ID: 1, Table: testTable.Name, ReplicaIdentity: 'd', Columns: []cdc.Column{
 	{Name: "id", TypeOID: pgtype.Int4OID, TypeMod: -1, Identity: true},
 	{Name: "name", TypeOID: pgtype.TextOID, TypeMod: -1},
 }}
@@ -81,7 +81,7 @@ func oneInsert(commit pglogrepl.LSN, id string) []cdc.Change {
 	tx := &cdc.Tx{XID: uint32(commit), CommitLSN: commit, EndLSN: commit + 8, CommitTime: time.Now()}
 	return []cdc.Change{
 		{Op: cdc.Begin, Tx: tx},
-		{Op: cdc.Insert, Tx: tx, Relation: reviewRel, New: []cdc.Value{{Kind: cdc.Text, Text: []byte(id)}, {Kind: cdc.Text, Text: []byte("a")}}},
+		{Op: cdc.Insert, Tx: tx, Relation: testRel, New: []cdc.Value{{Kind: cdc.Text, Text: []byte(id)}, {Kind: cdc.Text, Text: []byte("a")}}},
 		{Op: cdc.Commit, Tx: tx},
 	}
 }
@@ -108,7 +108,7 @@ func TestStopWhileKafkaDownReportsIt(t *testing.T) {
 		src := &scriptSource{emitted: make(chan struct{})}
 		p := New(Options{
 			Source:          src,
-			Projector:       reviewProjector(t),
+			Projector:       testProjector(t),
 			Producer:        prod,
 			ShutdownTimeout: 100 * time.Millisecond,
 		})
@@ -166,7 +166,7 @@ func (p *reverseProducer) Flush(context.Context) error {
 func TestProgressCountsTransactions(t *testing.T) {
 	src := &scriptSource{emitted: make(chan struct{}), changes: append(oneInsert(0x100, "1"), oneInsert(0x200, "2")...)}
 	prod := &reverseProducer{}
-	p := New(Options{Source: src, Projector: reviewProjector(t), Producer: prod})
+	p := New(Options{Source: src, Projector: testProjector(t), Producer: prod})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -189,14 +189,14 @@ func TestProgressCountsTransactions(t *testing.T) {
 // to do, like every row error.
 func TestEmptyKeyErrorSaysWhichRowAndWhatToDo(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "byname.yaml")
-	if err := os.WriteFile(f, []byte("entity: thing\ntopic: review.thing.v1\ntable: public.t\nkey: [name]\nfields:\n  id: id\n  name: name\n"), 0o644); err != nil {
+	if err := os.WriteFile(f, []byte("entity: thing\ntopic: test.thing.v1\ntable: public.t\nkey: [name]\nfields:\n  id: id\n  name: name\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	set, err := mapping.Load([]string{f})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tbl := *reviewTable
+	tbl := *testTable
 	tbl.ReplicaIdentity = 'f'
 	tbl.IdentityColumns = []string{"id", "name"}
 	tbl.Columns = []cdc.TableColumn{tbl.Columns[0], {Name: "name", TypeOID: pgtype.TextOID, Type: "text", NotNull: true}}

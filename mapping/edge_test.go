@@ -14,7 +14,7 @@ import (
 // whose filter leaves out rows where it is NULL never publishes such rows,
 // so their changes must not stop the bridge with a "key is NULL" error.
 func TestProjectNullKeyOutsideFilter(t *testing.T) {
-	s := loadChecked(t, "testdata/review/email.yaml")
+	s := loadChecked(t, "testdata/keyfilter/email.yaml")
 	cust := relationOf(testCatalog()[cdc.TableName{Schema: "legacy", Name: "cust_mstr"}], 1)
 	// cst_id, cst_cd, cst_nm, eml_addr, cty_nm, ctry_cd, crd_lmt, rec_stat, upd_ts, tags
 	noMail := row("1", "C1", "Ada", "<null>", "<null>", "<null>", "0", "A", "2024-01-02 03:04:05+00", "<null>")

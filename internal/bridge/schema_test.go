@@ -12,7 +12,7 @@ const bigMemo = `(SELECT string_agg(md5(random()::text || g::text), '') FROM gen
 
 func seedOrders(e *env, n int) {
 	e.t.Helper()
-	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) VALUES ('R1', 'Review')`)
+	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) VALUES ('R1', 'R')`)
 	e.exec(`INSERT INTO legacy.ord_hdr (ord_no, cst_id, ord_dt, ord_amt, ord_memo)
 	        SELECT i, (SELECT cst_id FROM legacy.cust_mstr WHERE cst_cd = 'R1'), '2026-01-01', i, ` + bigMemo + `
 	        FROM generate_series(1, ` + itoa(n) + `) i`)
