@@ -98,7 +98,7 @@ func New(o Options) *Pipeline {
 // flushed and confirmed, and streaming resumes from the confirmed LSN.
 // When ctx ends, Run stops reading, waits up to ShutdownTimeout for Kafka,
 // confirms the last fully acknowledged LSN, closes the source and returns
-// nil.
+// nil, or an error saying what Kafka did not acknowledge in time.
 func (p *Pipeline) Run(ctx context.Context) error {
 	stopProgress := p.logProgress()
 	defer stopProgress()
