@@ -100,11 +100,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		// Printed as is, not through the log handler: problems span several
 		// lines, each file:line: path: what to do.
-		fmt.Fprintf(stderr, "bridge %s: %v\n", cmd, err)
 		var cfgErr *bridge.ConfigError
 		if errors.As(err, &cfgErr) {
+			// One problem a line, each already saying where and what to do.
+			fmt.Fprintln(stderr, err)
 			return 2
 		}
+		fmt.Fprintf(stderr, "bridge %s: %v\n", cmd, err)
 		return 1
 	}
 	if cmd == "run" {
