@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/statefeed/statefeed/cdc"
 )
@@ -63,17 +62,7 @@ func TestRowReaderReadsOnlyTheColumnsAsked(t *testing.T) {
 	ins := r.next(t, 3)[1]
 	exec(t, pg, db, `ALTER TABLE docs DROP COLUMN junk`)
 
-	cfg, err := pgxpool.ParseConfig(pg.DSN(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cdc.SetTextFormat(cfg.ConnConfig.RuntimeParams)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	rr := cdc.NewRowReader(pool)
+	rr := newRowReader(t, pg, db)
 
 	cur, found, err := rr.ReadRow(ctx, ins.Relation, []int{0}, []int{0, 2}, ins.New)
 	if err != nil || !found {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/statefeed/statefeed/cdc"
 	"github.com/statefeed/statefeed/testenv"
@@ -134,3 +135,20 @@ func slotLSN(ctx context.Context, p *testenv.Postgres, db, slot string) (pglogre
 }
 
 var public = func(name string) cdc.TableName { return cdc.TableName{Schema: "public", Name: name} }
+
+// newRowReader returns a RowReader on a pool set up as the bridge sets up
+// its own; the pool closes with the test.
+func newRowReader(t *testing.T, p *testenv.Postgres, db string) *cdc.RowReader {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(p.DSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cdc.SetTextFormat(cfg.ConnConfig.RuntimeParams)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return cdc.NewRowReader(pool)
+}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/statefeed/statefeed/cdc"
 	"github.com/statefeed/statefeed/testenv"
@@ -248,24 +247,14 @@ func TestSourceUnchangedToastAndRowReader(t *testing.T) {
 		t.Fatalf("update (-want +got):\n%s", diff)
 	}
 
-	cfg, err := pgxpool.ParseConfig(pg.DSN(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cdc.SetTextFormat(cfg.ConnConfig.RuntimeParams)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	rr := cdc.NewRowReader(pool)
+	rr := newRowReader(t, pg, db)
 
 	cur, found, err := rr.ReadRow(ctx, upd.Relation, []int{0}, nil, upd.New)
 	if err != nil || !found {
 		t.Fatalf("ReadRow = found %v, %v", found, err)
 	}
 	var body string
-	if err := pool.QueryRow(ctx, "SELECT body FROM docs WHERE id = 1").Scan(&body); err != nil {
+	if err := connect(t, pg, db).QueryRow(ctx, "SELECT body FROM docs WHERE id = 1").Scan(&body); err != nil {
 		t.Fatal(err)
 	}
 	if len(body) != 1<<20 {

@@ -84,14 +84,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	setup := cdc.SetupOptions{
-		Publication:       cfg.Source.Publication,
-		Slot:              cfg.Source.Slot,
-		Tables:            p.set.Tables(),
-		CreatePublication: cfg.Source.CreatePublication,
-		CreateSlot:        cfg.Source.CreateSlot,
-		DryRun:            true,
-	}
+	setup := setupOptions(cfg, p)
 	_, err = cdc.Setup(ctx, conn, nil, setup)
 	conn.Close(context.WithoutCancel(ctx))
 	if err != nil {
@@ -152,6 +145,19 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		ProgressInterval: cfg.Log.ProgressInterval,
 		Logger:           log,
 	}).Run(ctx)
+}
+
+// setupOptions describes the publication and slot the configuration asks
+// for, as a dry run: the caller clears DryRun to create them.
+func setupOptions(cfg *Config, p *prepared) cdc.SetupOptions {
+	return cdc.SetupOptions{
+		Publication:       cfg.Source.Publication,
+		Slot:              cfg.Source.Slot,
+		Tables:            p.set.Tables(),
+		CreatePublication: cfg.Source.CreatePublication,
+		CreateSlot:        cfg.Source.CreateSlot,
+		DryRun:            true,
+	}
 }
 
 // newProducer creates the Kafka producer the configuration describes.
@@ -255,14 +261,7 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	fmt.Fprintf(w, "mappings: %d entities on %d tables, all columns, keys and expressions check out\n", len(p.set.Mappings), len(p.set.Tables()))
-	res, err := cdc.Setup(ctx, conn, nil, cdc.SetupOptions{
-		Publication:       cfg.Source.Publication,
-		Slot:              cfg.Source.Slot,
-		Tables:            p.set.Tables(),
-		CreatePublication: cfg.Source.CreatePublication,
-		CreateSlot:        cfg.Source.CreateSlot,
-		DryRun:            true,
-	})
+	res, err := cdc.Setup(ctx, conn, nil, setupOptions(cfg, p))
 	var se *cdc.SetupError
 	if errors.As(err, &se) {
 		return &ConfigError{err}
