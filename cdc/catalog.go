@@ -3,6 +3,9 @@ package cdc
 // Table is what the live catalog says about a mapped table at start-up.
 // Mapping validation checks mappings against it before streaming starts.
 type Table struct {
+	// OID is the table's pg_class OID, which is also the relation ID
+	// pgoutput announces it under, whatever its name.
+	OID     uint32
 	Name    TableName
 	Columns []TableColumn // in attnum order, dropped columns excluded
 	// PrimaryKey lists the primary key columns in index order; empty when

@@ -48,6 +48,7 @@ func LoadCatalog(ctx context.Context, conn *pgx.Conn, names []TableName) (Catalo
 		if len(ident) == 1 {
 			t.ReplicaIdentity = ident[0]
 		}
+		t.OID = oid
 		byOID[oid] = &t
 		oids = append(oids, oid)
 		cat[t.Name] = &t

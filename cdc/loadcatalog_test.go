@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/statefeed/statefeed/cdc"
 )
@@ -89,6 +90,18 @@ func TestLoadCatalog(t *testing.T) {
 			Columns:         []cdc.TableColumn{{Name: "v", TypeOID: 25, Type: "text"}},
 			ReplicaIdentity: 'd',
 		},
+	}
+	// Each table's OID is the one pgoutput announces it under.
+	conn := connect(t, pg, db)
+	for name, tbl := range got {
+		var oid uint32
+		if err := conn.QueryRow(context.Background(), `SELECT $1::regclass::oid`, pgx.Identifier{name.Schema, name.Name}.Sanitize()).Scan(&oid); err != nil {
+			t.Fatal(err)
+		}
+		if tbl.OID != oid {
+			t.Errorf("%s: OID %d, want %d", name, tbl.OID, oid)
+		}
+		tbl.OID = 0
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("catalog (-want +got):\n%s", diff)

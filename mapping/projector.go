@@ -203,7 +203,17 @@ func (p *Projector) binding(rel *cdc.Relation) (*boundRel, error) {
 		// A renamed table stays in the publication: its changes would
 		// otherwise pass as those of an unmapped table, silently.
 		if br.rel.Table != rel.Table && len(br.maps) > 0 {
-			return nil, fmt.Errorf("mapping %s: table %s was renamed to %s while the bridge was running; update the mapping and restart the bridge — the slot was not confirmed past this change", br.maps[0].m.File, br.rel.Table, rel.Table)
+			return nil, renamed(br.maps[0].m, br.rel.Table, rel.Table)
+		}
+	}
+	// The same when the first change of a renamed table since start-up
+	// arrives under its new name: the relation ID is the table's OID,
+	// which the catalog gave at start-up.
+	if len(p.set.byTable[rel.Table]) == 0 {
+		for _, m := range p.set.Mappings {
+			if m.c != nil && m.c.table.OID != 0 && m.c.table.OID == rel.ID {
+				return nil, renamed(m, m.Table, rel.Table)
+			}
 		}
 	}
 	br := &boundRel{rel: rel}
@@ -292,6 +302,9 @@ func (p *Projector) delete(b *bound, c *cdc.Change, out []Record) ([]Record, err
 	old := c.Old
 	if old == nil || !carries(old, b.key) {
 		return out, b.rowError(c, old, "key", errors.New("the delete did not carry the key columns; the table's replica identity must include them (ALTER TABLE ... REPLICA IDENTITY FULL)"))
+	}
+	if b.keyless(old) {
+		return out, nil // a row without a key was never published
 	}
 	if b.filter != nil && carries(old, b.filter.cols) {
 		in, err := p.filterIn(b, c, old)
@@ -775,4 +788,10 @@ type rowProjector struct {
 	mu    sync.Mutex
 	bound *bound
 	p     *Projector
+}
+
+// renamed is the error for a mapped table that now streams under another
+// name: its changes must not pass as those of an unmapped table.
+func renamed(m *Mapping, from, to cdc.TableName) error {
+	return fmt.Errorf("mapping %s: table %s was renamed to %s while the bridge was running; update the mapping and restart the bridge — the slot was not confirmed past this change", m.File, from, to)
 }

@@ -98,3 +98,19 @@ func TestRenamedTableStops(t *testing.T) {
 		t.Fatalf("bridge after a rename of a mapped table: stopped %v, %v; want an error naming the rename", stopped, err)
 	}
 }
+
+// TestRenamedTableStopsOnFirstChange renames a mapped table whose changes
+// the bridge has not seen since it started: the first change arrives under
+// the new name only, and must still stop the bridge rather than pass as a
+// change of an unmapped table.
+func TestRenamedTableStopsOnFirstChange(t *testing.T) {
+	e := newEnv(t)
+	b := e.start()
+	e.exec(`ALTER TABLE legacy.ord_hdr RENAME TO ord_hdr_old`)
+	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) VALUES ('RN1', 'x')`)
+	e.exec(`INSERT INTO legacy.ord_hdr_old (ord_no, cst_id, ord_dt, ord_amt) SELECT 1, cst_id, '2026-01-01', 1 FROM legacy.cust_mstr`)
+	err, stopped := b.wait(30 * time.Second)
+	if !stopped || err == nil || !strings.Contains(err.Error(), "legacy.ord_hdr was renamed to legacy.ord_hdr_old") {
+		t.Fatalf("bridge after a rename before any change: stopped %v, %v; want an error naming the rename", stopped, err)
+	}
+}
