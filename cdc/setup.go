@@ -293,7 +293,7 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, o SetupOptions) (slotCheck, 
 			"replication slot %q belongs to database %q, not %q: choose another slot name", o.Slot, deref(database), current))
 	case deref(walState) == "lost":
 		chk.problems = append(chk.problems, fmt.Sprintf(
-			"replication slot %q has lost WAL it still needed (wal_status = lost, max_slot_wal_keep_size exceeded): changes were lost, so drop the slot, recreate it and take a new snapshot",
+			"replication slot %q has lost WAL it still needed (wal_status = lost, max_slot_wal_keep_size exceeded): changes were lost, so drop the slot, let the bridge create a new one and re-seed the topics (the changes made while the slot was lost were not published)",
 			o.Slot))
 	default:
 		if confirmed != nil {

@@ -241,7 +241,7 @@ func (s *Source) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	row := res[0].Rows[0]
 	if string(row[1]) == "lost" {
 		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("replication slot %q has lost WAL it still needed (wal_status = lost): changes were lost; drop and recreate the slot and take a new snapshot", s.o.Slot)
+		return nil, fmt.Errorf("replication slot %q has lost WAL it still needed (wal_status = lost): changes were lost; drop the slot, let the bridge create a new one and re-seed the topics (the changes made while the slot was lost were not published)", s.o.Slot)
 	}
 	if row[0] != nil {
 		lsn, err := pglogrepl.ParseLSN(string(row[0]))

@@ -8,7 +8,8 @@
 //	bridge version
 //
 // Exit codes: 0 after a clean stop, 1 when the bridge stopped on an error,
-// 2 for a usage or configuration error.
+// 2 for a problem to fix first: usage, configuration, mappings, database
+// setup or topics.
 package main
 
 import (
@@ -35,7 +36,8 @@ Usage:
                                database setup, create nothing, then exit
   bridge version
 
-Exit codes: 0 clean stop, 1 stopped on an error, 2 usage or configuration error.
+Exit codes: 0 clean stop, 1 stopped on an error, 2 a problem to fix first
+(usage, configuration, mappings, database setup or topics).
 `
 
 func main() {
