@@ -340,3 +340,18 @@ func TestProgressLogged(t *testing.T) {
 		t.Fatalf("%v\nlog:\n%s", err, e.logs)
 	}
 }
+
+// TestBrokerRestart restarts the Kafka broker (its log persists) under a
+// streaming bridge: the producer reconnects and nothing is lost.
+func TestBrokerRestart(t *testing.T) {
+	e := newEnv(t)
+	e.start()
+	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'B' || i, 'n' FROM generate_series(1, 40) i`)
+	e.waitConverged()
+	if err := broker.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`UPDATE legacy.cust_mstr SET cst_nm = 'after restart' WHERE cst_id % 2 = 0`)
+	e.exec(`DELETE FROM legacy.cust_mstr WHERE cst_id % 5 = 0`)
+	e.waitConverged()
+}
