@@ -68,7 +68,7 @@ type Pipeline struct {
 	o   Options
 	log *slog.Logger
 
-	sources map[cdc.TableName]string // ce_source per table, built on first use
+	tables map[cdc.TableName]tableNames // built on first use
 
 	// Progress counters, for the periodic log line.
 	published atomic.Int64 // records acknowledged by Kafka
@@ -90,7 +90,7 @@ func New(o Options) *Pipeline {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{o: o, log: o.Logger, sources: map[cdc.TableName]string{}}
+	return &Pipeline{o: o, log: o.Logger, tables: map[cdc.TableName]tableNames{}}
 }
 
 // Run streams until ctx ends or a permanent error occurs. A lost
@@ -223,6 +223,7 @@ type stream struct {
 	produceCtx context.Context
 
 	tx      *cdc.Tx
+	lsnText string // the transaction's commit LSN as text, for ce_id
 	cur     *txn
 	recs    []mapping.Record
 	changes int // changes received, Begin and Commit included
@@ -233,6 +234,7 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 	switch c.Op {
 	case cdc.Begin:
 		s.tx = c.Tx
+		s.lsnText = c.Tx.CommitLSN.String()
 		s.cur = s.cp.begin()
 		return nil
 	case cdc.Commit:
@@ -254,20 +256,20 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	source := s.p.ceSource(c)
+	tbl := s.p.table(c)
 	for i := range recs {
 		r := &recs[i]
 		m := &publish.Message{
 			Topic:  r.Topic,
 			Key:    r.Key,
 			Value:  r.Value,
-			ID:     eventID(s.tx.CommitLSN, c.Seq, i),
-			Source: source,
+			ID:     s.eventID(c.Seq, i),
+			Source: tbl.source,
 			Type:   r.Entity,
 			Time:   s.tx.CommitTime,
 			LSN:    s.tx.CommitLSN,
 			XID:    s.tx.XID,
-			Table:  tableOf(c),
+			Table:  tbl.name,
 			Op:     c.Op.String(),
 		}
 		t := s.cur
@@ -279,7 +281,7 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 			s.cp.acked(t, err)
 		}); err != nil {
 			s.cp.acked(t, nil) // never produced: nothing to wait for, and the error below stops the session
-			return fmt.Errorf("publish %s record for table %s at %s: %w", r.Entity, tableOf(c), s.tx.CommitLSN, err)
+			return fmt.Errorf("publish %s record for table %s at %s: %w", r.Entity, tbl.name, s.tx.CommitLSN, err)
 		}
 	}
 	return nil
@@ -289,9 +291,9 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 // commit LSN of its transaction, the ordinal of the change within it and
 // the ordinal of the record among those the change produced. Replaying the
 // same WAL yields the same IDs.
-func eventID(commit pglogrepl.LSN, seq, n int) string {
-	b := make([]byte, 0, 32)
-	b = append(b, commit.String()...)
+func (s *stream) eventID(seq, n int) string {
+	b := make([]byte, 0, len(s.lsnText)+12)
+	b = append(b, s.lsnText...)
 	b = append(b, '/')
 	b = strconv.AppendInt(b, int64(seq), 10)
 	b = append(b, '/')
@@ -299,17 +301,14 @@ func eventID(commit pglogrepl.LSN, seq, n int) string {
 	return string(b)
 }
 
-func tableOf(c cdc.Change) string {
-	if c.Relation != nil {
-		return c.Relation.Table.String()
-	}
-	if len(c.Truncated) > 0 {
-		return c.Truncated[0].Table.String()
-	}
-	return ""
+// tableNames are the per-table header values, built once per table.
+type tableNames struct {
+	name   string // ce_table: schema.table
+	source string // ce_source: postgresql://<source name>/<schema>.<table>
 }
 
-func (p *Pipeline) ceSource(c cdc.Change) string {
+// table returns the header values of the change's table.
+func (p *Pipeline) table(c cdc.Change) tableNames {
 	var t cdc.TableName
 	switch {
 	case c.Relation != nil:
@@ -317,12 +316,12 @@ func (p *Pipeline) ceSource(c cdc.Change) string {
 	case len(c.Truncated) > 0:
 		t = c.Truncated[0].Table
 	}
-	s, ok := p.sources[t]
+	names, ok := p.tables[t]
 	if !ok {
-		s = "postgresql://" + p.o.SourceName + "/" + t.String()
-		p.sources[t] = s
+		names = tableNames{name: t.String(), source: "postgresql://" + p.o.SourceName + "/" + t.String()}
+		p.tables[t] = names
 	}
-	return s
+	return names
 }
 
 // logProgress logs a progress line every ProgressInterval while records

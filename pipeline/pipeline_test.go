@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -221,5 +222,51 @@ func TestEmptyKeyErrorSaysWhichRowAndWhatToDo(t *testing.T) {
 		if !strings.Contains(runErr.Error(), want) {
 			t.Errorf("the error does not mention %q", want)
 		}
+	}
+}
+
+// capturingProducer acknowledges every record at once and keeps it.
+type capturingProducer struct {
+	mu   sync.Mutex
+	msgs []publish.Message
+}
+
+func (p *capturingProducer) Produce(_ context.Context, m *publish.Message, done func(error)) error {
+	p.mu.Lock()
+	p.msgs = append(p.msgs, *m)
+	p.mu.Unlock()
+	done(nil)
+	return nil
+}
+
+func (p *capturingProducer) Flush(context.Context) error { return nil }
+
+// TestMessageAttributes checks what the pipeline puts in the CloudEvents
+// attributes: ce_id from the commit LSN, the change's ordinal and the
+// record's ordinal; ce_source and ce_table from the table.
+func TestMessageAttributes(t *testing.T) {
+	changes := append(oneInsert(0x16B3748, "1"), oneInsert(0x16B3800, "2")...)
+	src := &scriptSource{emitted: make(chan struct{}), changes: changes}
+	prod := &capturingProducer{}
+	p := New(Options{Source: src, Projector: testProjector(t), Producer: prod, SourceName: "legacy"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-src.emitted
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	type attrs struct{ ID, Source, Table, Op, Type, Key string }
+	var got []attrs
+	for _, m := range prod.msgs {
+		got = append(got, attrs{m.ID, m.Source, m.Table, m.Op, m.Type, string(m.Key)})
+	}
+	want := []attrs{
+		{"0/16B3748/0/0", "postgresql://legacy/public.t", "public.t", "insert", "thing", "1"},
+		{"0/16B3800/0/0", "postgresql://legacy/public.t", "public.t", "insert", "thing", "2"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("attributes (-want +got):\n%s", diff)
 	}
 }
