@@ -70,10 +70,32 @@ type Pipeline struct {
 
 	tables map[cdc.TableName]tableNames // built on first use
 
-	// Progress counters, for the periodic log line.
-	published atomic.Int64 // records acknowledged by Kafka
-	confirmed atomic.Int64 // transactions confirmed to the slot
-	lsn       atomic.Uint64
+	// Counters for the progress line and Stats.
+	published  atomic.Int64 // records acknowledged by Kafka
+	confirmed  atomic.Int64 // transactions confirmed to the slot
+	lsn        atomic.Uint64
+	reconnects atomic.Int64
+	streaming  atomic.Bool
+}
+
+// Stats is a snapshot of what a Pipeline has done since it was created.
+type Stats struct {
+	RecordsPublished      int64         // records Kafka acknowledged
+	TransactionsConfirmed int64         // source transactions confirmed to the slot
+	ConfirmedLSN          pglogrepl.LSN // the last LSN confirmed, 0 before the first
+	Reconnects            int64         // replication sessions started again after a lost connection
+	Streaming             bool          // a replication session is running
+}
+
+// Stats returns the pipeline's counters. It is safe for concurrent use.
+func (p *Pipeline) Stats() Stats {
+	return Stats{
+		RecordsPublished:      p.published.Load(),
+		TransactionsConfirmed: p.confirmed.Load(),
+		ConfirmedLSN:          pglogrepl.LSN(p.lsn.Load()),
+		Reconnects:            p.reconnects.Load(),
+		Streaming:             p.streaming.Load(),
+	}
 }
 
 // New returns a Pipeline; nothing runs until Run.
@@ -119,6 +141,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			backoff = firstBackoff
 		}
 		p.log.Warn("source unavailable; reconnecting", "err", err, "backoff", backoff)
+		p.reconnects.Add(1)
 		select {
 		case <-ctx.Done():
 			return p.close()
@@ -189,7 +212,9 @@ func (p *Pipeline) session(ctx context.Context) (progressed bool, err error) {
 	})
 
 	s := &stream{p: p, cp: cp, produceCtx: produceCtx}
+	p.streaming.Store(true)
 	runErr := p.o.Source.Run(readCtx, s.emit)
+	p.streaming.Store(false)
 	stopReading(nil)
 	progressed = s.changes > 0
 	if n := cp.inFlight(); n > 0 && runErr != nil && !errors.Is(runErr, context.Canceled) {

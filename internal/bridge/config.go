@@ -3,6 +3,7 @@ package bridge
 import (
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,10 +18,11 @@ import (
 
 // Config is the bridge's configuration file.
 type Config struct {
-	Source   SourceConfig `yaml:"source,required"`
-	Kafka    KafkaConfig  `yaml:"kafka,required"`
-	Mappings []string     `yaml:"mappings,required"`
-	Log      LogConfig    `yaml:"log"`
+	Source   SourceConfig  `yaml:"source,required"`
+	Kafka    KafkaConfig   `yaml:"kafka,required"`
+	Mappings []string      `yaml:"mappings,required"`
+	Log      LogConfig     `yaml:"log"`
+	Metrics  MetricsConfig `yaml:"metrics"`
 	// ShutdownTimeout bounds how long a stop waits for Kafka to acknowledge
 	// what is in flight.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -56,6 +58,13 @@ type KafkaConfig struct {
 type TopicDefaults struct {
 	Partitions        int `yaml:"partitions"`
 	ReplicationFactor int `yaml:"replication_factor"`
+}
+
+// MetricsConfig sets up the HTTP endpoint for metrics and health.
+type MetricsConfig struct {
+	// Listen is the address of /metrics and /healthz, e.g.
+	// "127.0.0.1:9187"; empty turns the endpoint off.
+	Listen string `yaml:"listen"`
 }
 
 // LogConfig sets up the bridge's log.
@@ -201,6 +210,11 @@ func (c *Config) validate(file string, root *yaml.Node, p *yamlconf.Problems) {
 	case "text", "json":
 	default:
 		p.Add(file, at("log.format"), "log.format", "%q is not a format; use text or json", c.Log.Format)
+	}
+	if l := c.Metrics.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			p.Add(file, at("metrics.listen"), "metrics.listen", "%q is not an address; write host:port, e.g. 127.0.0.1:9187, or leave it empty to turn metrics off", l)
+		}
 	}
 	if c.Log.ProgressInterval <= 0 {
 		p.Add(file, at("log.progress_interval"), "log.progress_interval", "must be a positive duration such as 30s")

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -134,8 +136,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		StatusInterval: cfg.Source.StatusInterval,
 		Logger:         log,
 	})
-	log.Info("streaming", "slot", cfg.Source.Slot, "lsn", res.ConfirmedLSN, "entities", len(p.set.Mappings))
-	return pipeline.New(pipeline.Options{
+	pl := pipeline.New(pipeline.Options{
 		Source:           src,
 		Projector:        mapping.NewProjector(p.set),
 		Rows:             cdc.NewRowReader(pool),
@@ -144,7 +145,21 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		ProgressInterval: cfg.Log.ProgressInterval,
 		Logger:           log,
-	}).Run(ctx)
+	})
+	if cfg.Metrics.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return &ConfigError{fmt.Errorf("metrics.listen: %w", err)}
+		}
+		mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+		var wg sync.WaitGroup
+		wg.Go(func() { serveMetrics(mctx, ln, pl.Stats, log) })
+		defer wg.Wait()
+		defer stopMetrics()
+		log.Info("serving metrics", "addr", ln.Addr().String())
+	}
+	log.Info("streaming", "slot", cfg.Source.Slot, "lsn", res.ConfirmedLSN, "entities", len(p.set.Mappings))
+	return pl.Run(ctx)
 }
 
 // setupOptions describes the publication and slot the configuration asks

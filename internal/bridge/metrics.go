@@ -1,0 +1,58 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/statefeed/statefeed/pipeline"
+)
+
+// serveMetrics serves GET /metrics (Prometheus text format) and GET
+// /healthz on ln until ctx ends. stats is called on every request.
+func serveMetrics(ctx context.Context, ln net.Listener, stats func() pipeline.Stats, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		writeMetrics(w, stats())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !stats().Streaming {
+			http.Error(w, "not streaming: the replication connection is down or being re-established", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "streaming\n")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(shut)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("metrics server stopped", "err", err)
+	}
+}
+
+// writeMetrics writes s in the Prometheus text exposition format. The
+// names follow statefeed_<thing>_<unit>; no label carries a key or a value.
+func writeMetrics(w io.Writer, s pipeline.Stats) {
+	metric := func(name, typ, help string, v any) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
+	}
+	metric("statefeed_records_published_total", "counter", "Records Kafka acknowledged.", s.RecordsPublished)
+	metric("statefeed_transactions_confirmed_total", "counter", "Source transactions confirmed to the replication slot.", s.TransactionsConfirmed)
+	metric("statefeed_confirmed_lsn_bytes", "gauge", "The WAL position last confirmed to the replication slot, as a byte offset.", uint64(s.ConfirmedLSN))
+	metric("statefeed_source_reconnects_total", "counter", "Replication sessions started again after a lost connection.", s.Reconnects)
+	streaming := 0
+	if s.Streaming {
+		streaming = 1
+	}
+	metric("statefeed_streaming", "gauge", "1 while a replication session is running.", streaming)
+}
