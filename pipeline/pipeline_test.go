@@ -34,18 +34,44 @@ var testTable = &cdc.Table{
 
 func testProjector(t *testing.T) *mapping.Projector {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "t.yaml")
-	if err := os.WriteFile(f, []byte("entity: thing\ntopic: test.thing.v1\ntable: public.t\nfields:\n  id: id\n  name: name\n"), 0o644); err != nil {
+	_, set := checkedSet(t, "entity: thing\ntopic: test.thing.v1\ntable: public.t\nfields:\n  id: id\n  name: name\n", testTable)
+	return mapping.NewProjector(set)
+}
+
+// checkedSet writes one mapping file, loads it and checks it against a
+// catalog holding tbl.
+func checkedSet(t *testing.T, yaml string, tbl *cdc.Table) (file string, set *mapping.Set) {
+	t.Helper()
+	file = filepath.Join(t.TempDir(), "mapping.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	set, err := mapping.Load([]string{f})
+	set, err := mapping.Load([]string{file})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := set.Check(cdc.Catalog{testTable.Name: testTable}); err != nil {
+	if err := set.Check(cdc.Catalog{tbl.Name: tbl}); err != nil {
 		t.Fatal(err)
 	}
-	return mapping.NewProjector(set)
+	return file, set
+}
+
+// runUntilEmitted runs p until src has emitted its changes, then stops it
+// and returns what Run returned.
+func runUntilEmitted(t *testing.T, p *Pipeline, src *scriptSource) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	<-src.emitted
+	cancel()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return 10s after the stop")
+		return nil
+	}
 }
 
 // scriptSource emits one transaction of one insert per Run, then waits for
@@ -113,17 +139,7 @@ func TestStopWhileKafkaDownReportsIt(t *testing.T) {
 			Producer:        prod,
 			ShutdownTimeout: 100 * time.Millisecond,
 		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		<-src.emitted
-		cancel()
-		var runErr error
-		select {
-		case runErr = <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatal("Run did not return 10s after the stop")
-		}
+		runErr := runUntilEmitted(t, p, src)
 		prod.Close()
 		if src.confirmed != 0 {
 			t.Errorf("run %d: confirmed %s although Kafka acknowledged nothing", i, src.confirmed)
@@ -168,12 +184,7 @@ func TestProgressCountsTransactions(t *testing.T) {
 	src := &scriptSource{emitted: make(chan struct{}), changes: append(oneInsert(0x100, "1"), oneInsert(0x200, "2")...)}
 	prod := &reverseProducer{}
 	p := New(Options{Source: src, Projector: testProjector(t), Producer: prod})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	<-src.emitted
-	cancel()
-	if err := <-done; err != nil {
+	if err := runUntilEmitted(t, p, src); err != nil {
 		t.Fatal(err)
 	}
 	if src.confirmed != 0x208 {
@@ -189,22 +200,12 @@ func TestProgressCountsTransactions(t *testing.T) {
 // error must name the mapping file and the row's primary key and say what
 // to do, like every row error.
 func TestEmptyKeyErrorSaysWhichRowAndWhatToDo(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "byname.yaml")
-	if err := os.WriteFile(f, []byte("entity: thing\ntopic: test.thing.v1\ntable: public.t\nkey: [name]\nfields:\n  id: id\n  name: name\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	set, err := mapping.Load([]string{f})
-	if err != nil {
-		t.Fatal(err)
-	}
 	tbl := *testTable
 	tbl.ReplicaIdentity = 'f'
 	tbl.IdentityColumns = []string{"id", "name"}
 	tbl.Columns = []cdc.TableColumn{tbl.Columns[0], {Name: "name", TypeOID: pgtype.TextOID, Type: "text", NotNull: true}}
 	tbl.UniqueKeys = [][]string{{"id"}, {"name"}}
-	if err := set.Check(cdc.Catalog{tbl.Name: &tbl}); err != nil {
-		t.Fatal(err)
-	}
+	f, set := checkedSet(t, "entity: thing\ntopic: test.thing.v1\ntable: public.t\nkey: [name]\nfields:\n  id: id\n  name: name\n", &tbl)
 	changes := oneInsert(0x100, "7")
 	changes[1].New[1] = cdc.Value{Kind: cdc.Text, Text: []byte("")}
 	src := &scriptSource{emitted: make(chan struct{}), changes: changes}
@@ -249,12 +250,7 @@ func TestMessageAttributes(t *testing.T) {
 	src := &scriptSource{emitted: make(chan struct{}), changes: changes}
 	prod := &capturingProducer{}
 	p := New(Options{Source: src, Projector: testProjector(t), Producer: prod, SourceName: "legacy"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	<-src.emitted
-	cancel()
-	if err := <-done; err != nil {
+	if err := runUntilEmitted(t, p, src); err != nil {
 		t.Fatal(err)
 	}
 	type attrs struct{ ID, Source, Table, Op, Type, Key string }
