@@ -229,7 +229,7 @@ func (r *running) wait(timeout time.Duration) (error, bool) {
 func (e *env) waitConverged() {
 	e.t.Helper()
 	ctx := context.Background()
-	if err := testenv.WaitConverged(ctx, 60*time.Second, e.dsn, broker.Addrs(), e.set); err != nil {
+	if err := testenv.WaitConverged(ctx, raceSlowdown*60*time.Second, e.dsn, broker.Addrs(), e.set); err != nil {
 		e.t.Fatal(err)
 	}
 }
