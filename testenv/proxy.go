@@ -21,7 +21,7 @@ type Proxy struct {
 	addr   string // stays the same across Pause and Resume
 
 	mu     sync.Mutex
-	ln     net.Listener // nil while paused or closed
+	ln     net.Listener // nil once closed
 	conns  map[*proxyConn]struct{}
 	paused bool
 	closed bool
@@ -101,8 +101,11 @@ func (p *Proxy) cutLocked() {
 	}
 }
 
-// Pause drops every open connection and stops listening, so new
-// connections are refused, as when the target is down. Resume undoes it.
+// Pause drops every open connection and, until Resume, closes each new one
+// as soon as it is accepted, as when the target is down. The proxy keeps
+// its port meanwhile: were it to stop listening, another process (a test
+// starting a server on a free port) could take the port, and a client
+// would reach that server instead, or Resume would fail.
 func (p *Proxy) Pause() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -110,27 +113,14 @@ func (p *Proxy) Pause() {
 		return
 	}
 	p.paused = true
-	p.ln.Close()
-	p.ln = nil
 	p.cutLocked()
 }
 
-// Resume listens again on the same address after Pause. It fails if
-// another process took the port in between.
+// Resume forwards new connections again after Pause.
 func (p *Proxy) Resume() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || !p.paused {
-		return nil
-	}
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		return fmt.Errorf("resume proxy on %s: %w", p.addr, err)
-	}
 	p.paused = false
-	p.ln = ln
-	p.wg.Add(1)
-	go p.serve(ln)
 	return nil
 }
 
@@ -157,7 +147,14 @@ func (p *Proxy) serve(ln net.Listener) {
 	for {
 		client, err := ln.Accept()
 		if err != nil {
-			return // closed by Pause or Close
+			return // closed by Close
+		}
+		p.mu.Lock()
+		paused := p.paused
+		p.mu.Unlock()
+		if paused {
+			client.Close() // the client sees the target as down
+			continue
 		}
 		p.wg.Add(1)
 		go p.forward(client)

@@ -125,7 +125,7 @@ func TestProxiedBroker(t *testing.T) {
 	}
 	produce(ctx, t, cl, "t", rec("a", "2"))
 
-	// While the proxies are paused, connections are refused; a record
+	// While the proxies are paused, connections are dropped; a record
 	// produced meanwhile is delivered after Resume.
 	for _, px := range proxies {
 		px.Pause()

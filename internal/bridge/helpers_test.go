@@ -45,7 +45,7 @@ func lsnGreater(t *testing.T, a, b string) bool {
 	return la > lb
 }
 
-// pauseKafka drops every connection to the broker and refuses new ones
+// pauseKafka drops every connection to the broker, and new ones at once,
 // until the returned resume is called (or the test ends).
 func pauseKafka(t *testing.T) (resume func()) {
 	t.Helper()
