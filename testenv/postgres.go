@@ -413,6 +413,11 @@ func (p *Postgres) Port() int {
 	return p.port
 }
 
+// BinDir returns the directory of the server binaries the cluster runs
+// from; PostgreSQL's client tools of the same version, such as
+// pg_recvlogical, are there too.
+func (p *Postgres) BinDir() string { return p.binDir }
+
 // CreateDatabase creates a database owned by postgres.
 func (p *Postgres) CreateDatabase(ctx context.Context, name string) error {
 	if err := p.Exec(ctx, "postgres", "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
