@@ -4,6 +4,7 @@
 // Usage:
 //
 //	bridge run   --config FILE   stream until SIGINT or SIGTERM
+//	             [--cpuprofile FILE] [--memprofile FILE]
 //	bridge check --config FILE   validate the configuration and the mappings against the database, then exit
 //	bridge version
 //
@@ -20,6 +21,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/statefeed/statefeed/internal/bridge"
@@ -32,6 +35,9 @@ const usage = `bridge streams PostgreSQL changes into compacted Kafka state feed
 
 Usage:
   bridge run   --config FILE   stream until SIGINT or SIGTERM
+               [--cpuprofile FILE] [--memprofile FILE]
+                               write pprof CPU and allocation profiles of
+                               the run when it ends
   bridge check --config FILE   check the configuration, the mappings and the
                                database setup, create nothing, then exit
   bridge version
@@ -66,6 +72,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bridge "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "configuration `file` (YAML; see config.example.yaml)")
+	var cpuProfile, memProfile *string
+	if cmd == "run" {
+		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof reads it)")
+		memProfile = fs.String("memprofile", "", "write an allocation profile to `file` when the run ends")
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -96,8 +107,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "check":
 		err = bridge.Check(ctx, cfg, stdout)
 	default:
+		stopProfiles, perr := startProfiles(*cpuProfile, *memProfile)
+		if perr != nil {
+			fmt.Fprintf(stderr, "bridge run: %v\n", perr)
+			return 2
+		}
 		log.Info("starting bridge", "version", version, "slot", cfg.Source.Slot, "publication", cfg.Source.Publication)
 		err = bridge.Run(ctx, cfg, log)
+		if perr := stopProfiles(); perr != nil {
+			fmt.Fprintf(stderr, "bridge run: %v\n", perr)
+		}
 	}
 	if err != nil {
 		// Printed as is, not through the log handler: problems span several
@@ -115,4 +134,48 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Info("bridge stopped cleanly")
 	}
 	return 0
+}
+
+// startProfiles starts a CPU profile into cpuFile and returns a function
+// that stops it and writes an allocation profile into memFile. An empty
+// name skips that profile.
+func startProfiles(cpuFile, memFile string) (stop func() error, err error) {
+	var cpu *os.File
+	if cpuFile != "" {
+		if cpu, err = os.Create(cpuFile); err != nil {
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			cpu.Close()
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
+		}
+	}
+	return func() error {
+		var errs []error
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			if err := cpu.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("--cpuprofile: %w", err))
+			}
+		}
+		if memFile != "" {
+			runtime.GC() // settle the heap statistics of the last cycle
+			if err := writeProfile("allocs", memFile); err != nil {
+				errs = append(errs, fmt.Errorf("--memprofile: %w", err))
+			}
+		}
+		return errors.Join(errs...)
+	}, nil
+}
+
+func writeProfile(name, file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
