@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// result is one row of the table: a workload's bridge measurement and its
+// ceiling, measured in the same run on the same data.
+type result struct {
+	workload string
+	rows     int // row changes of the workload
+
+	// The bridge; rate is zero when notMeasured says why.
+	rate        float64 // rows/s end to end
+	notMeasured string
+	cpu         time.Duration // the bridge process's user + system time
+	peakRSS     int64         // bytes
+	latency     []time.Duration
+
+	// The ceiling.
+	ceiling     string
+	ceilingRate float64 // rows/s
+}
+
+// setBridge records the bridge's measurement: rows in took, and what its
+// process used.
+func (r *result) setBridge(rows int, took time.Duration, u usage) {
+	r.rate = float64(rows) / took.Seconds()
+	r.cpu = u.cpu
+	r.peakRSS = u.peakRSS
+}
+
+// ratio is the bridge's rate over the ceiling's, or 0 when either is
+// missing.
+func (r result) ratio() float64 {
+	if r.rate == 0 || r.ceilingRate == 0 {
+		return 0
+	}
+	return r.rate / r.ceilingRate
+}
+
+// cpuPerMillion is the bridge's CPU seconds per million rows.
+func (r result) cpuPerMillion() float64 {
+	if r.rows == 0 {
+		return 0
+	}
+	return r.cpu.Seconds() / float64(r.rows) * 1e6
+}
+
+func (r result) summary() string {
+	cells := r.cells()
+	return fmt.Sprintf("%s rows: bridge %s rows/s, %s %s rows/s, ratio %s, %s CPU s per M rows, peak RSS %s MiB, latency %s",
+		cells[1], cells[2], r.ceiling, cells[4], cells[5], cells[6], cells[7], cells[8])
+}
+
+var header = []string{"workload", "rows", "bridge rows/s", "ceiling", "ceiling rows/s", "ratio", "bridge CPU s / M rows", "bridge peak RSS MiB", "latency p50 / p95 / p99 ms"}
+
+// cells renders r as the table's columns.
+func (r result) cells() []string {
+	c := []string{r.workload, thousands(float64(r.rows)), r.notMeasured, r.ceiling, thousands(r.ceilingRate), "–", "–", "–", "–"}
+	if r.rate > 0 {
+		c[2] = thousands(r.rate)
+		c[6] = strconv.FormatFloat(r.cpuPerMillion(), 'f', 2, 64)
+		c[7] = strconv.FormatFloat(float64(r.peakRSS)/(1<<20), 'f', 0, 64)
+	}
+	if x := r.ratio(); x > 0 {
+		c[5] = strconv.FormatFloat(x, 'f', 2, 64)
+	}
+	if len(r.latency) > 0 {
+		var ms []string
+		for _, d := range r.latency {
+			ms = append(ms, strconv.FormatFloat(d.Seconds()*1000, 'f', 1, 64))
+		}
+		c[8] = strings.Join(ms, " / ")
+	}
+	return c
+}
+
+// writeText writes the table aligned for a terminal.
+func writeText(w io.Writer, results []result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range results {
+		fmt.Fprintln(tw, strings.Join(r.cells(), "\t"))
+	}
+	return tw.Flush()
+}
+
+// writeMarkdown writes the table as a Markdown table.
+func writeMarkdown(w io.Writer, results []result) error {
+	row := func(cells []string) string { return "| " + strings.Join(cells, " | ") + " |\n" }
+	sep := make([]string, len(header))
+	for i := range sep {
+		sep[i] = "---"
+		if i > 0 && i != 3 {
+			sep[i] = "---:"
+		}
+	}
+	var b strings.Builder
+	b.WriteString(row(header))
+	b.WriteString(row(sep))
+	for _, r := range results {
+		b.WriteString(row(r.cells()))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// thousands formats a non-negative number rounded to an integer with
+// comma separators; zero is a dash.
+func thousands(f float64) string {
+	if f <= 0 {
+		return "–"
+	}
+	s := strconv.FormatInt(int64(f+0.5), 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/statefeed/statefeed/cdc"
+	"github.com/statefeed/statefeed/mapping"
+	"github.com/statefeed/statefeed/publish"
+	"github.com/statefeed/statefeed/testenv"
+)
+
+// snapshot measures the two ceilings of an initial snapshot of a table of
+// pre-existing rows: reading the table (COPY ... TO STDOUT) and writing as
+// many records of the same size to the same broker (a raw franz-go
+// producer, configured like the bridge's). The slower of the two bounds a
+// snapshot. The bridge side is left unmeasured until the bridge has
+// snapshots.
+func (e *env) snapshot(ctx context.Context) (res result, err error) {
+	t := newTable("snapshot", narrow)
+	res = result{workload: t.name, rows: e.o.rows, notMeasured: "not measured: snapshots not implemented yet"}
+	conn, err := e.connect(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	mappingFile, err := t.setup(ctx, conn, e.dir)
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, e.cleanup(ctx, conn, t)) }()
+	if err := t.insertRows(ctx, conn, 1, e.o.rows); err != nil {
+		return res, err
+	}
+	// Pre-existing rows have been vacuumed: reading them sets no hint bits.
+	if _, err := conn.Exec(ctx, "VACUUM (ANALYZE) "+t.qualified()); err != nil {
+		return res, fmt.Errorf("vacuum %s: %w", t.qualified(), err)
+	}
+
+	start := time.Now()
+	if _, err := conn.PgConn().CopyTo(ctx, io.Discard, "COPY "+t.qualified()+" TO STDOUT"); err != nil {
+		return res, fmt.Errorf("copy %s to stdout: %w", t.qualified(), err)
+	}
+	copyRate := float64(e.o.rows) / time.Since(start).Seconds()
+
+	recs, err := e.project(ctx, mappingFile)
+	if err != nil {
+		return res, err
+	}
+	if len(recs) != e.o.rows {
+		return res, fmt.Errorf("the mapping projects %d of the %d rows", len(recs), e.o.rows)
+	}
+	took, err := e.rawProduce(ctx, t, recs)
+	if err != nil {
+		return res, err
+	}
+	produceRate := float64(len(recs)) / took.Seconds()
+
+	res.ceilingRate = min(copyRate, produceRate)
+	res.ceiling = fmt.Sprintf("slower of COPY TO STDOUT (%s rows/s) and a raw producer (%s rows/s)", thousands(copyRate), thousands(produceRate))
+	return res, nil
+}
+
+// keyValue is one record's key and value.
+type keyValue struct{ key, value []byte }
+
+// project applies the mapping to every row of its table, as the bridge
+// would publish them.
+func (e *env) project(ctx context.Context, mappingFile string) ([]keyValue, error) {
+	set, err := mapping.Load([]string{mappingFile})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := e.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := cdc.LoadCatalog(ctx, conn, set.Tables())
+	conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read the catalog: %w", err)
+	}
+	if err := set.Check(cat); err != nil {
+		return nil, err
+	}
+	view, err := testenv.ExpectedView(ctx, e.dsn, set.Mappings[0])
+	if err != nil {
+		return nil, err
+	}
+	recs := make([]keyValue, 0, len(view))
+	for k, v := range view {
+		recs = append(recs, keyValue{[]byte(k), v})
+	}
+	return recs, nil
+}
+
+// rawProduce writes recs to t's topic with a franz-go client configured as
+// package publish configures the bridge's (acks from all in-sync replicas,
+// idempotent, 5ms linger, 10,000 buffered records, LZ4), with headers of
+// the size the bridge writes, and returns the time from the first produce
+// to the last acknowledgement.
+func (e *env) rawProduce(ctx context.Context, t table, recs []keyValue) (time.Duration, error) {
+	compact, maxBytes := "compact", strconv.Itoa(8<<20)
+	created, err := e.adm.CreateTopic(ctx, int32(e.o.partitions), -1,
+		map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes}, t.topic())
+	if err == nil {
+		err = created.Err
+	}
+	if err != nil {
+		return 0, fmt.Errorf("create topic %s: %w", t.topic(), err)
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(e.broker.Addrs()...),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.MaxBufferedRecords(10000),
+		kgo.MaxBufferedBytes(64<<20),
+		kgo.ProducerBatchMaxBytes(8<<20),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+	)
+	if err != nil {
+		return 0, fmt.Errorf("kafka producer: %w", err)
+	}
+	defer cl.Close()
+	headers := snapshotHeaders(t)
+
+	var (
+		once     sync.Once
+		firstErr error
+	)
+	done := func(_ *kgo.Record, err error) {
+		if err != nil {
+			once.Do(func() { firstErr = err })
+		}
+	}
+	start := time.Now()
+	for _, r := range recs {
+		cl.Produce(ctx, &kgo.Record{Topic: t.topic(), Key: r.key, Value: r.value, Headers: headers}, done)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return 0, fmt.Errorf("flush the producer: %w", err)
+	}
+	took := time.Since(start)
+	if firstErr != nil {
+		return 0, fmt.Errorf("produce to %s: %w", t.topic(), firstErr)
+	}
+	return took, nil
+}
+
+// snapshotHeaders are CloudEvents headers of the size the bridge writes
+// for a row of t.
+func snapshotHeaders(t table) []kgo.RecordHeader {
+	h := func(k, v string) kgo.RecordHeader { return kgo.RecordHeader{Key: k, Value: []byte(v)} }
+	return []kgo.RecordHeader{
+		h(publish.HeaderSpecVersion, publish.SpecVersion),
+		h(publish.HeaderID, "0/1A2B3C4D/123456/0"),
+		h(publish.HeaderSource, "postgresql://"+database+"/"+t.qualified()),
+		h(publish.HeaderType, "item"),
+		h(publish.HeaderSubject, "123456"),
+		h(publish.HeaderTime, "2024-01-01T00:00:00.123456Z"),
+		h(publish.HeaderContentType, publish.ContentType),
+		h(publish.HeaderLSN, "0/1A2B3C4D"),
+		h(publish.HeaderXID, "123456"),
+		h(publish.HeaderTable, t.qualified()),
+		h(publish.HeaderOp, "insert"),
+	}
+}
