@@ -440,3 +440,24 @@ func BenchmarkDecodeUpdate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeInsert decodes an insert of a narrow row: a bigint key,
+// two short texts, a numeric and a timestamptz.
+func BenchmarkDecodeInsert(b *testing.B) {
+	d := NewDecoder()
+	items := relationMsg(16400, "bench", "items", 'd',
+		col{"id", 20, -1, true}, col{"name", 25, -1, false}, col{"city", 25, -1, false},
+		col{"amount", 1700, 786438, false}, col{"updated_at", 1184, -1, false})
+	for _, m := range []msg{items, beginMsg(0x16B3748, 731)} {
+		if _, _, err := d.Decode(0, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	data := m('I').u32(16400).u8('N').tuple("123456", "customer 123456", "Lisbon", "1234.56", "2024-01-02 10:17:36+00")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := d.Decode(0, data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

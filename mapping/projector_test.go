@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/statefeed/statefeed/cdc"
 	"github.com/statefeed/statefeed/internal/golden"
@@ -252,4 +253,59 @@ func BenchmarkProjectInsertColumnsOnly(b *testing.B) {
 	for b.Loop() {
 		out, _ = p.Project(context.Background(), c, nil, out[:0])
 	}
+}
+
+// BenchmarkProjectWide projects an insert of a row of about 2 KB across 20
+// columns of mixed types, with a nested object and one expression.
+func BenchmarkProjectWide(b *testing.B) {
+	cols := []struct {
+		name string
+		oid  uint32
+		text string
+	}{
+		{"id", pgtype.Int8OID, "123456"},
+		{"code", pgtype.TextOID, "W-123456"},
+		{"title", pgtype.TextOID, "Title " + strings.Repeat("e10adc3949ba59ab", 2)},
+		{"summary", pgtype.TextOID, strings.Repeat("e10adc3949ba59abbe56e057f20f883e", 4)},
+		{"description", pgtype.TextOID, strings.Repeat("0a4f6d4a7b8c9d0e1f2a3b4c5d6e7f80", 26)},
+		{"notes", pgtype.TextOID, strings.Repeat("9f86d081884c7d659a2feaa0c55ad015", 16)},
+		{"street", pgtype.TextOID, "123456 5d41402abc4b2a76b9719d911017c592 Street"},
+		{"city", pgtype.TextOID, "Lisbon"},
+		{"country", pgtype.BPCharOID, "PT"},
+		{"email", pgtype.TextOID, "user123456@example.com"},
+		{"phone", pgtype.TextOID, "+351 000123456"},
+		{"quantity", pgtype.Int4OID, "456"},
+		{"views", pgtype.Int8OID, "864192"},
+		{"price", pgtype.NumericOID, "12.3456"},
+		{"ratio", pgtype.Float8OID, "41152"},
+		{"active", pgtype.BoolOID, "t"},
+		{"created_at", pgtype.TimestamptzOID, "2024-01-02 10:17:36+00"},
+		{"due_on", pgtype.DateOID, "2024-12-09"},
+		{"ref", pgtype.UUIDOID, "e10adc39-49ba-59ab-be56-e057f20f883e"},
+		{"attrs", pgtype.JSONBOID, `{"tag": "5d41402abc4b2a76b9719d911017c592", "rank": 56, "flags": [true, false, null], "score": 17636.571428571429}`},
+	}
+	tbl := &cdc.Table{Name: cdc.TableName{Schema: "bench", Name: "wide"}, PrimaryKey: []string{"id"}, ReplicaIdentity: 'd', IdentityColumns: []string{"id"}}
+	var texts []string
+	for _, c := range cols {
+		tbl.Columns = append(tbl.Columns, cdc.TableColumn{Name: c.name, TypeOID: c.oid, NotNull: c.name == "id"})
+		texts = append(texts, c.text)
+	}
+	s, err := Load([]string{"testdata/project/wide.yaml"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Check(cdc.Catalog{tbl.Name: tbl}); err != nil {
+		b.Fatal(err)
+	}
+	c := &cdc.Change{Op: cdc.Insert, Relation: relationOf(tbl, 1), New: row(texts...)}
+	p := NewProjector(s)
+	out := make([]Record, 0, 4)
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err = p.Project(context.Background(), c, nil, out[:0])
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(int64(len(out[0].Value)))
 }

@@ -155,3 +155,27 @@ func TestRenderExpressionValues(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkAppendJSONString renders text values as JSON strings: plain
+// ASCII, as most columns hold, and text with escapes and multi-byte
+// characters.
+func BenchmarkAppendJSONString(b *testing.B) {
+	for _, bb := range []struct {
+		name string
+		text string
+	}{
+		{"ascii-16", "customer 123456"},
+		{"ascii-1k", strings.Repeat("0a4f6d4a7b8c9d0e 1f2a3b4c5d6e7f80", 32)},
+		{"mixed-1k", strings.Repeat("caf\u00e9 \"quoted\"\tline\n\u2713 ", 40)},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			text := []byte(bb.text)
+			buf := make([]byte, 0, 4*len(text))
+			b.SetBytes(int64(len(text)))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = appendJSONString(buf[:0], text)
+			}
+		})
+	}
+}
