@@ -3,10 +3,12 @@ package mapping
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"reflect"
 	"slices"
 	"strconv"
@@ -307,6 +309,23 @@ func isFloat(text []byte) bool {
 
 const hexDigits = "0123456789abcdef"
 
+// special8 marks, with the high bit of each byte, the bytes packed in x
+// that need a second look in a JSON string: non-ASCII, control
+// characters, quotes and backslashes. The lowest marked byte is always
+// one of those; the marks above it may be false. (Bytes below 0x20 borrow
+// into their high bit when 0x20 is subtracted; a byte equal to c becomes
+// zero when xored with c and borrows when 1 is subtracted; a borrow only
+// spreads upwards, from a byte that matched.)
+func special8(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	ctl := (x - 0x20*ones) &^ x
+	quote := x ^ '"'*ones
+	quote = (quote - ones) &^ quote
+	backslash := x ^ '\\'*ones
+	backslash = (backslash - ones) &^ backslash
+	return (x | ctl | quote | backslash) & highs
+}
+
 // appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
 // U+FFFD, so the output is always valid JSON.
 func appendJSONString(dst, s []byte) []byte {
@@ -316,7 +335,17 @@ func appendJSONString(dst, s []byte) []byte {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
+				// Most text is plain ASCII: skip it eight bytes at a
+				// time, up to the first byte that needs a look.
 				i++
+				for len(s)-i >= 8 {
+					m := special8(binary.LittleEndian.Uint64(s[i:]))
+					if m != 0 {
+						i += bits.TrailingZeros64(m) / 8
+						break
+					}
+					i += 8
+				}
 				continue
 			}
 			dst = append(dst, s[start:i]...)

@@ -1,8 +1,12 @@
 package mapping
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
+	"math/bits"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +171,7 @@ func BenchmarkAppendJSONString(b *testing.B) {
 		{"ascii-16", "customer 123456"},
 		{"ascii-1k", strings.Repeat("0a4f6d4a7b8c9d0e 1f2a3b4c5d6e7f80", 32)},
 		{"mixed-1k", strings.Repeat("caf\u00e9 \"quoted\"\tline\n\u2713 ", 40)},
+		{"cyrillic-1k", strings.Repeat("\u041f\u0440\u0438\u0432\u0435\u0442 ", 80)},
 	} {
 		b.Run(bb.name, func(b *testing.B) {
 			text := []byte(bb.text)
@@ -178,4 +183,52 @@ func BenchmarkAppendJSONString(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestSpecial8 checks the eight-byte test against the byte-wise rule: the
+// lowest marked byte is the first that is not plain, for every byte value
+// at every position, next to plain and special bytes.
+func TestSpecial8(t *testing.T) {
+	plain := func(c byte) bool { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' }
+	for _, fill := range []byte{'a', ' ', '~', '"', '\\', 0x1f, 0x80, 0xff} {
+		for pos := range 8 {
+			for c := range 256 {
+				word := bytes.Repeat([]byte{fill}, 8)
+				word[pos] = byte(c)
+				want := 8 // no special byte
+				for i, b := range word {
+					if !plain(b) {
+						want = i
+						break
+					}
+				}
+				m := special8(binary.LittleEndian.Uint64(word))
+				if got := bits.TrailingZeros64(m) / 8; got != want {
+					t.Fatalf("special8(% x) = %016x: first marked byte %d, want %d", word, m, got, want)
+				}
+			}
+		}
+	}
+}
+
+// FuzzAppendJSONString checks that the rendering is valid JSON that
+// decodes to the input, with each invalid UTF-8 byte as U+FFFD.
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain ascii text", "a \"quoted\" \\ line\nbreak\ttab\x01 é ✓", "a\xffb", "12345678\x0012345678\"abcdefgh"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := appendJSONString(nil, []byte(s))
+		var got string
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("appendJSONString(%q) = %s, not a JSON string: %v", s, out, err)
+		}
+		var want strings.Builder
+		for _, r := range s {
+			want.WriteRune(r) // an invalid byte is utf8.RuneError
+		}
+		if got != want.String() {
+			t.Fatalf("appendJSONString(%q) decodes to %q", s, got)
+		}
+	})
 }
