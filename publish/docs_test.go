@@ -82,7 +82,9 @@ func TestDocsHeaders(t *testing.T) {
 	// Every header the producer writes on a fully described message is a
 	// constant checked above.
 	m := &Message{Topic: "t", Key: []byte("k"), ID: "i", Source: "s", Type: "e", Time: time.Unix(1, 0), LSN: 1, XID: 1, Table: "s.t", Op: "insert"}
-	for _, rh := range m.record().Headers {
+	var f inflight
+	f.set(m)
+	for _, rh := range f.rec.Headers {
 		found := false
 		for _, h := range consts {
 			found = found || h == rh.Key

@@ -54,49 +54,92 @@ var (
 	contentTypeBytes = []byte(ContentType)
 )
 
-// record converts m into a kgo.Record with its headers. The variable header
-// values share one buffer, so a record costs a handful of allocations
-// whatever its number of headers.
-func (m *Message) record() *kgo.Record {
-	subject := m.Subject
-	if subject == "" {
-		subject = string(m.Key)
+// numHeaders is the number of headers a record carries at most.
+const numHeaders = 11
+
+// inflight is one record between Produce and its acknowledgement, with the
+// storage of its headers, so that a record costs no allocation once the
+// Producer has recycled a few. The client no longer touches a record once
+// its promise has run, which is when it is recycled.
+type inflight struct {
+	rec     kgo.Record
+	headers [numHeaders]kgo.RecordHeader
+	buf     []byte // the variable header values; rec.Headers point into it
+	done    func(error)
+	promise func(*kgo.Record, error) // set once, for the life of the inflight
+}
+
+// set makes f's record m's: topic, key, value and headers. Nothing of m but
+// its key and value is referenced afterwards.
+func (f *inflight) set(m *Message) {
+	f.rec = kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value, Headers: f.headers[:0]}
+	// The values share one buffer, which is never grown once headers point
+	// into it: 64 bytes cover the time, the LSN and the XID.
+	need := len(m.ID) + len(m.Source) + len(m.Type) + max(len(m.Subject), len(m.Key)) + len(m.Table) + len(m.Op) + 64
+	if cap(f.buf) < need {
+		f.buf = make([]byte, 0, need)
 	}
-	r := &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value}
-	r.Headers = make([]kgo.RecordHeader, 0, 11)
-	buf := make([]byte, 0, len(m.ID)+len(m.Source)+len(m.Type)+len(subject)+len(m.Table)+len(m.Op)+64)
+	buf := f.buf[:0]
 	add := func(k string, v []byte) {
 		if len(v) > 0 {
-			r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: v})
+			f.rec.Headers = append(f.rec.Headers, kgo.RecordHeader{Key: k, Value: v})
 		}
 	}
-	// addStr appends v to buf and adds the header as a slice of it; buf
-	// never grows past its capacity, so earlier slices stay valid.
-	addStr := func(k string, appendV func([]byte) []byte) {
-		start := len(buf)
-		buf = appendV(buf)
+	// addBytes appends v to buf and adds the header as a slice of it.
+	addBytes := func(k string, start int) {
 		add(k, buf[start:len(buf):len(buf)])
 	}
-	str := func(s string) func([]byte) []byte { return func(b []byte) []byte { return append(b, s...) } }
+	addStr := func(k, v string) {
+		start := len(buf)
+		buf = append(buf, v...)
+		addBytes(k, start)
+	}
 
 	add(HeaderSpecVersion, specVersionBytes)
-	addStr(HeaderID, str(m.ID))
-	addStr(HeaderSource, str(m.Source))
-	addStr(HeaderType, str(m.Type))
-	addStr(HeaderSubject, str(subject))
+	addStr(HeaderID, m.ID)
+	addStr(HeaderSource, m.Source)
+	addStr(HeaderType, m.Type)
+	if m.Subject != "" {
+		addStr(HeaderSubject, m.Subject)
+	} else {
+		start := len(buf)
+		buf = append(buf, m.Key...)
+		addBytes(HeaderSubject, start)
+	}
 	if !m.Time.IsZero() {
-		addStr(HeaderTime, func(b []byte) []byte { return m.Time.UTC().AppendFormat(b, time.RFC3339Nano) })
+		start := len(buf)
+		buf = m.Time.UTC().AppendFormat(buf, time.RFC3339Nano)
+		addBytes(HeaderTime, start)
 	}
 	add(HeaderContentType, contentTypeBytes)
 	if m.LSN != 0 {
-		addStr(HeaderLSN, func(b []byte) []byte { return appendLSN(b, m.LSN) })
+		start := len(buf)
+		buf = appendLSN(buf, m.LSN)
+		addBytes(HeaderLSN, start)
 	}
 	if m.XID != 0 {
-		addStr(HeaderXID, func(b []byte) []byte { return strconv.AppendUint(b, uint64(m.XID), 10) })
+		start := len(buf)
+		buf = strconv.AppendUint(buf, uint64(m.XID), 10)
+		addBytes(HeaderXID, start)
 	}
-	addStr(HeaderTable, str(m.Table))
-	addStr(HeaderOp, str(m.Op))
-	return r
+	addStr(HeaderTable, m.Table)
+	addStr(HeaderOp, m.Op)
+}
+
+// header returns the value of the header named k, or nil.
+func (f *inflight) header(k string) []byte {
+	for _, h := range f.rec.Headers {
+		if h.Key == k {
+			return h.Value
+		}
+	}
+	return nil
+}
+
+// reset drops what f refers to of the message it carried.
+func (f *inflight) reset() {
+	f.rec = kgo.Record{}
+	f.done = nil
 }
 
 // appendLSN appends lsn as PostgreSQL writes it: upper-case hex, "16/B374D848".

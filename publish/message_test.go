@@ -59,7 +59,9 @@ func TestRecordHeaders(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := tt.m.record()
+			var f inflight
+			f.set(&tt.m)
+			r := &f.rec
 			var got [][2]string
 			for _, h := range r.Headers {
 				got = append(got, [2]string{h.Key, string(h.Value)})
@@ -80,8 +82,9 @@ func BenchmarkRecord(b *testing.B) {
 		ID: "0/16B3748/3/0", Source: "postgresql://legacy/legacy.cust_mstr", Type: "customer",
 		Time: time.Now(), LSN: 0x16B3748, XID: 731, Table: "legacy.cust_mstr", Op: "update",
 	}
+	var f inflight
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = m.record()
+		f.set(&m)
 	}
 }

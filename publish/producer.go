@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -51,10 +52,11 @@ type Options struct {
 // Producer publishes Messages to Kafka. It is safe for concurrent use.
 // The caller closes it with Close after Flush.
 type Producer struct {
-	o   Options
-	cl  *kgo.Client
-	adm *kadm.Client
-	log *slog.Logger
+	o    Options
+	cl   *kgo.Client
+	adm  *kadm.Client
+	log  *slog.Logger
+	free sync.Pool // of *inflight, recycled after their acknowledgement
 }
 
 // NewProducer validates o and creates the Kafka client. It does not contact
@@ -114,7 +116,9 @@ func NewProducer(o Options) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kafka client: %w", err)
 	}
-	return &Producer{o: o, cl: cl, adm: kadm.NewClient(cl), log: o.Logger}, nil
+	p := &Producer{o: o, cl: cl, adm: kadm.NewClient(cl), log: o.Logger}
+	p.free.New = func() any { return p.newInflight() }
+	return p, nil
 }
 
 // EnsureTopics creates the missing topics with cleanup.policy=compact and
@@ -233,19 +237,35 @@ func (e *TopicError) Error() string { return strings.Join(e.Problems, "\n") }
 // the records produced with it that are not yet sent, so a graceful stop
 // must produce with a context that outlives the stop of reading. A message
 // without a key is refused with an error and done is not called.
-// done runs on a client goroutine and must not block.
+// Produce keeps m's key and value until done is called, and nothing else
+// of m: the caller may reuse m once Produce returns. done runs on a client
+// goroutine and must not block.
 func (p *Producer) Produce(ctx context.Context, m *Message, done func(error)) error {
 	if len(m.Key) == 0 {
 		return fmt.Errorf("message for topic %q (%s) has an empty key; refusing to write it to a compacted topic", m.Topic, m.ID)
 	}
-	p.cl.Produce(ctx, m.record(), func(r *kgo.Record, err error) {
+	f := p.free.Get().(*inflight)
+	f.set(m)
+	f.done = done
+	p.cl.Produce(ctx, &f.rec, f.promise)
+	return nil
+}
+
+// newInflight returns an inflight whose promise reports to its done and
+// then recycles it.
+func (p *Producer) newInflight() *inflight {
+	f := &inflight{}
+	f.promise = func(r *kgo.Record, err error) {
 		if errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge) {
 			err = fmt.Errorf("record %s for topic %q has %d bytes, more than Kafka accepts: raise the topic's max.message.bytes and kafka.max_message_bytes: %w",
-				m.ID, m.Topic, len(r.Key)+len(r.Value), err)
+				f.header(HeaderID), r.Topic, len(r.Key)+len(r.Value), err)
 		}
+		done := f.done
+		f.reset()
+		p.free.Put(f)
 		done(err)
-	})
-	return nil
+	}
+	return f
 }
 
 // Flush blocks until every produced message was acknowledged or failed, or
