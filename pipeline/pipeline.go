@@ -31,6 +31,9 @@ type Source interface {
 
 // Producer is the Kafka side: publish.Producer satisfies it.
 type Producer interface {
+	// Produce queues m and calls done once when Kafka acknowledged it or
+	// it failed. It keeps m's key and value until then and nothing else
+	// of m: the pipeline reuses m.
 	Produce(ctx context.Context, m *publish.Message, done func(error)) error
 	Flush(ctx context.Context) error
 }
@@ -250,8 +253,10 @@ type stream struct {
 	tx      *cdc.Tx
 	lsnText string // the transaction's commit LSN as text, for ce_id
 	cur     *txn
+	ack     func(error) // settles a record of cur: one closure a transaction, not one a record
 	recs    []mapping.Record
-	changes int // changes received, Begin and Commit included
+	msg     publish.Message // reused for every record
+	changes int             // changes received, Begin and Commit included
 }
 
 func (s *stream) emit(ctx context.Context, c cdc.Change) error {
@@ -260,14 +265,21 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 	case cdc.Begin:
 		s.tx = c.Tx
 		s.lsnText = c.Tx.CommitLSN.String()
-		s.cur = s.cp.begin()
+		t := s.cp.begin()
+		s.cur = t
+		s.ack = func(err error) {
+			if err == nil {
+				s.p.published.Add(1)
+			}
+			s.cp.acked(t, err)
+		}
 		return nil
 	case cdc.Commit:
 		if s.cur == nil {
 			return fmt.Errorf("commit at %s without begin", c.Tx.EndLSN)
 		}
 		s.cp.commit(s.cur, c.Tx.EndLSN)
-		s.cur, s.tx = nil, nil
+		s.cur, s.tx, s.ack = nil, nil, nil
 		return nil
 	}
 	if s.cur == nil {
@@ -284,7 +296,7 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 	tbl := s.p.table(c)
 	for i := range recs {
 		r := &recs[i]
-		m := &publish.Message{
+		s.msg = publish.Message{
 			Topic:  r.Topic,
 			Key:    r.Key,
 			Value:  r.Value,
@@ -297,15 +309,9 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 			Table:  tbl.name,
 			Op:     c.Op.String(),
 		}
-		t := s.cur
-		s.cp.produced(t)
-		if err := s.p.o.Producer.Produce(s.produceCtx, m, func(err error) {
-			if err == nil {
-				s.p.published.Add(1)
-			}
-			s.cp.acked(t, err)
-		}); err != nil {
-			s.cp.acked(t, nil) // never produced: nothing to wait for, and the error below stops the session
+		s.cp.produced(s.cur)
+		if err := s.p.o.Producer.Produce(s.produceCtx, &s.msg, s.ack); err != nil {
+			s.cp.acked(s.cur, nil) // never produced: nothing to wait for, and the error below stops the session
 			return fmt.Errorf("publish %s record for table %s at %s: %w", r.Entity, tbl.name, s.tx.CommitLSN, err)
 		}
 	}
