@@ -110,7 +110,7 @@ func NewProducer(o Options) (*Producer, error) {
 		// (EnsureTopics), so an unknown topic is a broker still loading its
 		// metadata or a topic deleted under us: keep retrying there too.
 		kgo.UnknownTopicRetries(-1),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.WithCompressor(newLZ4Compressor()),
 		kgo.WithLogger(kgoLogger{o.Logger}),
 	)
 	if err != nil {
