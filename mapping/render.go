@@ -386,6 +386,15 @@ func appendDateTime(dst []byte, k kind, text []byte) ([]byte, error) {
 	case "infinity", "-infinity":
 		return append(dst, text...), nil
 	}
+	if out, ok := appendPlainDateTime(dst, k, text); ok {
+		return out, nil
+	}
+	return appendParsedDateTime(dst, k, text)
+}
+
+// appendParsedDateTime renders any date, timestamp or timestamptz text in
+// ISO DateStyle by way of a time.Time.
+func appendParsedDateTime(dst []byte, k kind, text []byte) ([]byte, error) {
 	t, err := parseDateTime(text, k)
 	if err != nil {
 		return dst, err
@@ -398,6 +407,87 @@ func appendDateTime(dst []byte, k kind, text []byte) ([]byte, error) {
 	}
 	return t.AppendFormat(dst, "2006-01-02T15:04:05.999999999Z07:00"), nil
 }
+
+// appendPlainDateTime renders, without a time.Time, the text PostgreSQL
+// writes in the common case: a four-digit year, no BC, no trailing zeros
+// in the fraction and, for a timestamptz, the offset +00 (the replication
+// session's time zone is UTC). Only the separators change:
+// "2024-01-02 03:04:05.5+00" becomes "2024-01-02T03:04:05.5Z". It reports
+// false for any other text, which appendParsedDateTime renders.
+func appendPlainDateTime(dst []byte, k kind, text []byte) ([]byte, bool) {
+	num := func(b []byte) (int, bool) {
+		n := 0
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	const dateLen = len("2006-01-02")
+	if len(text) < dateLen || text[4] != '-' || text[7] != '-' {
+		return dst, false
+	}
+	year, okY := num(text[0:4])
+	month, okM := num(text[5:7])
+	day, okD := num(text[8:10])
+	if !okY || !okM || !okD || month < 1 || month > 12 || day < 1 || day > daysIn(month, year) {
+		return dst, false
+	}
+	if k == kindDate {
+		if len(text) != dateLen {
+			return dst, false
+		}
+		return append(dst, text...), true
+	}
+	const clockLen = len(" 15:04:05")
+	clock := text[dateLen:]
+	if len(clock) < clockLen || clock[0] != ' ' || clock[3] != ':' || clock[6] != ':' {
+		return dst, false
+	}
+	hour, okH := num(clock[1:3])
+	minute, okMin := num(clock[4:6])
+	sec, okS := num(clock[7:9])
+	if !okH || !okMin || !okS || hour > 23 || minute > 59 || sec > 59 {
+		return dst, false
+	}
+	rest := clock[clockLen:]
+	if len(rest) > 0 && rest[0] == '.' {
+		n := 1
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 || n > 10 || rest[n-1] == '0' {
+			return dst, false
+		}
+		rest = rest[n:]
+	}
+	switch {
+	case k == kindTimestamp && len(rest) == 0:
+	case k == kindTimestamptz && string(rest) == "+00":
+	default:
+		return dst, false
+	}
+	dst = append(dst, text[:dateLen]...)
+	dst = append(dst, 'T')
+	dst = append(dst, text[dateLen+1:len(text)-len(rest)]...)
+	if k == kindTimestamptz {
+		dst = append(dst, 'Z')
+	}
+	return dst, true
+}
+
+// daysIn returns the number of days of a month of the proleptic Gregorian
+// calendar, as package time counts them.
+func daysIn(month, year int) int {
+	if month == 2 && year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+		return 29
+	}
+	return monthDays[month-1]
+}
+
+var monthDays = [12]int{31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
 
 var errDateTime = [...]error{
 	kindDate:        errors.New("malformed date text; the source session must use DateStyle ISO"),

@@ -232,3 +232,65 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 	})
 }
+
+// TestPlainDateTime checks which texts take the path that only changes
+// separators, and that it renders them as the general path does.
+func TestPlainDateTime(t *testing.T) {
+	tests := []struct {
+		k     kind
+		text  string
+		plain bool
+	}{
+		{kindTimestamptz, "2024-01-02 03:04:05+00", true},
+		{kindTimestamptz, "2024-01-02 03:04:05.123456+00", true},
+		{kindTimestamptz, "2024-02-29 23:59:59.5+00", true},
+		{kindTimestamptz, "2024-01-02 03:04:05+05:30", false},
+		{kindTimestamptz, "2024-01-02 03:04:05.500+00", false}, // trailing zeros: the general path drops them
+		{kindTimestamptz, "0044-03-15 12:00:00+00 BC", false},
+		{kindTimestamptz, "12024-01-02 03:04:05+00", false},
+		{kindTimestamptz, "2023-02-29 03:04:05+00", false}, // no such day: the general path normalises it
+		{kindTimestamptz, "2024-01-02 24:00:00+00", false},
+		{kindTimestamp, "2024-01-02 03:04:05", true},
+		{kindTimestamp, "2024-01-02 03:04:05.000001", true},
+		{kindTimestamp, "2024-01-02 03:04:05+00", false},
+		{kindDate, "2024-02-29", true},
+		{kindDate, "1900-02-29", false},
+		{kindDate, "2000-02-29", true},
+		{kindDate, "2024-13-01", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.text, func(t *testing.T) {
+			got, plain := appendPlainDateTime(nil, tt.k, []byte(tt.text))
+			if plain != tt.plain {
+				t.Fatalf("plain = %v, want %v", plain, tt.plain)
+			}
+			if !plain {
+				return
+			}
+			want, err := appendParsedDateTime(nil, tt.k, []byte(tt.text))
+			if err != nil || string(got) != string(want) {
+				t.Errorf("plain path renders %q, the general one %q (%v)", got, want, err)
+			}
+		})
+	}
+}
+
+// FuzzPlainDateTime checks that whatever the plain path renders, the
+// general path renders the same.
+func FuzzPlainDateTime(f *testing.F) {
+	for _, s := range []string{"2024-01-02 03:04:05+00", "2024-01-02 03:04:05.123456+00", "2024-01-02 03:04:05", "2024-02-29", "0001-01-01 00:00:00+00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, k := range []kind{kindDate, kindTimestamp, kindTimestamptz} {
+			got, plain := appendPlainDateTime(nil, k, []byte(s))
+			if !plain {
+				continue
+			}
+			want, err := appendParsedDateTime(nil, k, []byte(s))
+			if err != nil || string(got) != string(want) {
+				t.Fatalf("kind %d, %q: plain path renders %q, the general one %q (%v)", k, s, got, want, err)
+			}
+		}
+	})
+}
