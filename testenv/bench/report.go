@@ -25,6 +25,9 @@ type result struct {
 	// The ceiling.
 	ceiling     string
 	ceilingRate float64 // rows/s
+
+	// Where the CPU went in the drains of a stream workload.
+	bridgeDrain, ceilingDrain *drain
 }
 
 // setBridge records the bridge's measurement: rows in took, and what its
@@ -81,31 +84,70 @@ func (r result) cells() []string {
 	return c
 }
 
-// writeText writes the table aligned for a terminal.
+var cpuHeader = []string{"workload", "bridge drain s", "bridge CPU s", "its walsender CPU s", "broker CPU s", "pg_recvlogical drain s", "pg_recvlogical CPU s", "its walsender CPU s"}
+
+// cpuCells renders where the CPU of r's drains went, or nil for a workload
+// without drains.
+func (r result) cpuCells() []string {
+	b, c := r.bridgeDrain, r.ceilingDrain
+	if b == nil || c == nil {
+		return nil
+	}
+	s := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) }
+	return []string{r.workload, s(b.wall), s(b.client), s(b.walsender), s(b.broker), s(c.wall), s(c.client), s(c.walsender)}
+}
+
+// tables returns the result table and, when there are drains, the table
+// of where their CPU went, each as a header and rows.
+func tables(results []result) [][][]string {
+	main, cpu := [][]string{header}, [][]string{cpuHeader}
+	for _, r := range results {
+		main = append(main, r.cells())
+		if c := r.cpuCells(); c != nil {
+			cpu = append(cpu, c)
+		}
+	}
+	if len(cpu) == 1 {
+		return [][][]string{main}
+	}
+	return [][][]string{main, cpu}
+}
+
+// writeText writes the tables aligned for a terminal.
 func writeText(w io.Writer, results []result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	for _, r := range results {
-		fmt.Fprintln(tw, strings.Join(r.cells(), "\t"))
+	for i, t := range tables(results) {
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		for _, cells := range t {
+			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		}
 	}
 	return tw.Flush()
 }
 
-// writeMarkdown writes the table as a Markdown table.
+// writeMarkdown writes the tables as Markdown tables. Every column but the
+// first and the ceiling's name holds numbers, aligned right.
 func writeMarkdown(w io.Writer, results []result) error {
 	row := func(cells []string) string { return "| " + strings.Join(cells, " | ") + " |\n" }
-	sep := make([]string, len(header))
-	for i := range sep {
-		sep[i] = "---"
-		if i > 0 && i != 3 {
-			sep[i] = "---:"
-		}
-	}
 	var b strings.Builder
-	b.WriteString(row(header))
-	b.WriteString(row(sep))
-	for _, r := range results {
-		b.WriteString(row(r.cells()))
+	for i, t := range tables(results) {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		sep := make([]string, len(t[0]))
+		for j := range sep {
+			sep[j] = "---:"
+			if j == 0 || t[0][j] == "ceiling" {
+				sep[j] = "---"
+			}
+		}
+		b.WriteString(row(t[0]))
+		b.WriteString(row(sep))
+		for _, cells := range t[1:] {
+			b.WriteString(row(cells))
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -60,22 +60,28 @@ func (e *env) stream(ctx context.Context, w streamWorkload) (res result, err err
 	}
 	e.say("  wrote %d changes in %s; WAL range ends at %s", res.rows, time.Since(start).Round(time.Millisecond), end)
 
-	took, err := e.recvlogical(ctx, w.table.publication(), end)
+	ceiling, err := e.recvlogical(ctx, w.table.publication(), end)
 	if err != nil {
 		return res, err
 	}
-	res.ceilingRate = float64(res.rows) / took.Seconds()
+	res.ceilingRate = float64(res.rows) / ceiling.wall.Seconds()
+	res.ceilingDrain = &ceiling
 
 	b, err := e.startBridge(ctx, w.table.name, w.table.publication(), bridgeSlot, mappingFile)
 	if err != nil {
 		return res, err
 	}
+	ws, broker := e.watchWalsender(ctx, bridgeSlot), selfCPU()
 	acked, waitErr := b.waitPublished(ctx, int64(res.rows))
+	bridge := drain{wall: acked.Sub(b.streaming), broker: selfCPU() - broker}
+	bridge.walsender, err = ws.total()
 	usage, stopErr := b.stop()
-	if err := errors.Join(waitErr, stopErr); err != nil {
+	if err := errors.Join(waitErr, err, stopErr); err != nil {
 		return res, err
 	}
-	res.setBridge(res.rows, acked.Sub(b.streaming), usage)
+	res.setBridge(res.rows, bridge.wall, usage)
+	bridge.client = usage.cpu
+	res.bridgeDrain = &bridge
 	return res, e.checkTopic(ctx, w.table.topic(), int64(res.rows))
 }
 
@@ -100,21 +106,25 @@ func walEnd(ctx context.Context, conn *pgx.Conn) (pglogrepl.LSN, error) {
 }
 
 // recvlogical drains the ceiling's slot with pg_recvlogical up to end and
-// returns how long the process ran.
-func (e *env) recvlogical(ctx context.Context, publication string, end pglogrepl.LSN) (time.Duration, error) {
+// returns how long the process ran and the CPU it and its walsender used.
+func (e *env) recvlogical(ctx context.Context, publication string, end pglogrepl.LSN) (drain, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(e.pg.BinDir(), "pg_recvlogical"),
 		"--dbname", e.dsn, "--slot", ceilingSlot, "--start",
 		"--option", "proto_version=1", "--option", "publication_names="+publication,
 		"--endpos", end.String(), "--file", "/dev/null", "--fsync-interval", "0", "--no-loop")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	ws := e.watchWalsender(ctx, ceilingSlot)
 	start := time.Now()
 	err := cmd.Run()
-	took := time.Since(start)
+	d := drain{wall: time.Since(start)}
+	cpu, wsErr := ws.total()
 	if err != nil {
-		return 0, fmt.Errorf("pg_recvlogical: %w\n%s", err, out.Bytes())
+		return d, fmt.Errorf("pg_recvlogical: %w\n%s", err, out.Bytes())
 	}
-	return took, nil
+	d.walsender = cpu
+	d.client = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return d, wsErr
 }
 
 // cleanup drops what a workload created: its slots (the bridge must have
