@@ -206,6 +206,8 @@ func (b *bridgeProc) published(ctx context.Context) (int64, error) {
 // stop stops the bridge with SIGTERM, as an operator would, and returns
 // what it used. A bridge that does not exit within a minute is killed.
 func (b *bridgeProc) stop() (usage, error) {
+	// Read before the process goes; stopping allocates next to nothing.
+	rss, rssErr := peakRSS(b.cmd.Process.Pid)
 	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return usage{}, fmt.Errorf("stop the bridge: %w", err)
 	}
@@ -218,14 +220,10 @@ func (b *bridgeProc) stop() (usage, error) {
 	if b.waitErr != nil {
 		return usage{}, fmt.Errorf("the bridge stopped with %v\n%s", b.waitErr, b.logTail())
 	}
-	ru, ok := b.cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return usage{}, errors.New("no resource usage for the bridge process")
+	if rssErr != nil {
+		return usage{}, fmt.Errorf("read the bridge's peak RSS: %w", rssErr)
 	}
-	return usage{
-		cpu:     b.cmd.ProcessState.UserTime() + b.cmd.ProcessState.SystemTime(),
-		peakRSS: ru.Maxrss << 10, // kilobytes on Linux
-	}, nil
+	return usage{cpu: b.cmd.ProcessState.UserTime() + b.cmd.ProcessState.SystemTime(), peakRSS: rss}, nil
 }
 
 func (b *bridgeProc) kill() {

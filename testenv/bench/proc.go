@@ -50,6 +50,27 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
+// peakRSS returns a process's peak resident set size (VmHWM): the high
+// water mark of its own memory since it was exec'd. (The rusage of a child
+// is no use here: Linux carries the parent's high water mark over the fork
+// into the child's maxrss.)
+func peakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/status: VmHWM: %w", pid, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
+}
+
 // selfCPU returns the user + system time this process has used so far.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
