@@ -151,6 +151,9 @@ func (t *colType) appendJSON(dst, text []byte, sc *scratch) ([]byte, error) {
 	case kindBool:
 		return appendBool(dst, text)
 	case kindJSON:
+		if out, ok := appendCompactJSON(dst, text); ok {
+			return out, nil
+		}
 		sc.json.Reset()
 		if err := json.Compact(&sc.json, text); err != nil {
 			return dst, fmt.Errorf("malformed json text: %w", err)
