@@ -12,7 +12,7 @@ import (
 // of the table with positive rates and ratios, and the bridge side of the
 // snapshot must say why it is missing. No timing is asserted.
 func TestSmoke(t *testing.T) {
-	o, err := parseFlags([]string{"-rows", "2000", "-wide-rows", "300", "-txn-rows", "100", "-rates", "500", "-latency-for", "1s"}, &bytes.Buffer{})
+	o, err := parseFlags([]string{"-rows", "2000", "-wide-rows", "300", "-txn-rows", "100", "-rates", "500", "-latency-for", "1s", "-repeat", "2"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,11 +40,11 @@ func (e *env) latency(ctx context.Context, rate int) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	defer func() { err = errors.Join(err, e.cleanup(ctx, conn, t, bridgeSlot)) }()
-	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", bridgeSlot); err != nil {
-		return res, fmt.Errorf("create slot %s: %w", bridgeSlot, err)
+	defer func() { err = errors.Join(err, e.cleanup(ctx, conn, t, bridgeSlot(1))) }()
+	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", bridgeSlot(1)); err != nil {
+		return res, fmt.Errorf("create slot %s: %w", bridgeSlot(1), err)
 	}
-	b, err := e.startBridge(ctx, t.name, t.publication(), bridgeSlot, mappingFile)
+	b, err := e.startBridge(ctx, t.name, t.publication(), bridgeSlot(1), mappingFile)
 	if err != nil {
 		return res, err
 	}

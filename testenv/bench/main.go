@@ -66,6 +66,7 @@ type options struct {
 	wideRows   int
 	txnRows    int
 	partitions int
+	repeat     int
 	workloads  []string
 	rates      []int
 	latencyFor time.Duration
@@ -107,11 +108,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.wideRows, "wide-rows", 200_000, "rows of stream-wide")
 	fs.IntVar(&o.txnRows, "txn-rows", 1000, "rows (changes) per transaction of the stream workloads except big-txn")
 	fs.IntVar(&o.partitions, "partitions", 3, "partitions of every topic")
+	fs.IntVar(&o.repeat, "repeat", 1, "drains of each side of a stream workload, alternating; the fastest of each side counts")
 	workloads := fs.String("workloads", strings.Join(workloadNames, ","), "comma-separated `list` of workloads to run")
 	rates := fs.String("rates", "2000,10000", "comma-separated offered loads of the latency workload, in `rows/s`")
 	fs.DurationVar(&o.latencyFor, "latency-for", 30*time.Second, "how long the latency workload holds each offered load")
 	fs.StringVar(&o.markdown, "markdown", "", "also write the table as Markdown to `file`")
-	fs.StringVar(&o.profileDir, "profile", "", "write the bridge's CPU and allocation profiles of each workload into `dir` (<workload>.cpu.pprof, <workload>.allocs.pprof)")
+	fs.StringVar(&o.profileDir, "profile", "", "write the bridge's CPU and allocation profiles of each workload into `dir` (<workload>.cpu.pprof, <workload>.allocs.pprof; of the last drain with -repeat)")
 	fs.StringVar(&o.bridgeBin, "bridge", "", "use this bridge `binary` instead of building ./cmd/bridge")
 	fs.BoolVar(&o.verbose, "v", false, "copy the bridge's log to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +131,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.txnRows < 10 {
 		problems = append(problems, "-txn-rows must be at least 10 (a mixed transaction is 60% inserts, 30% updates, 10% deletes)")
+	}
+	if o.repeat < 1 {
+		problems = append(problems, "-repeat must be at least 1")
 	}
 	if o.partitions < 1 {
 		problems = append(problems, "-partitions must be at least 1")
