@@ -112,7 +112,7 @@ func run(ctx context.Context, out io.Writer, verbose bool) error {
 	bctx, stopBridge := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	say("== starting the bridge with config.example.yaml and examples/legacy/mappings")
-	go func() { done <- bridge.Run(bctx, cfg, log) }()
+	go func() { done <- bridge.Run(bctx, cfg, log, bridge.RunOptions{}) }()
 	stopped := false
 	defer func() {
 		if !stopped {
