@@ -42,7 +42,8 @@ type world struct {
 	set    *mapping.Set
 }
 
-func newWorld(t *testing.T) *world {
+// newWorld returns a world; extra is appended to the configuration file.
+func newWorld(t *testing.T, extra ...string) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{pg: testenv.NewPostgres(t), broker: testenv.NewBroker(t)}
@@ -74,7 +75,7 @@ kafka:
   brokers: [%q]
   topic_defaults: {partitions: 3}
 mappings: [%q]
-`, w.broker.Addrs()[0], mappings)
+%s`, w.broker.Addrs()[0], mappings, strings.Join(extra, "\n"))
 	if err := os.WriteFile(w.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

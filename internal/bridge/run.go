@@ -144,10 +144,13 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts RunOptions) (e
 	}
 	defer pool.Close()
 	// Backfill reads: every chunk is one statement, and statement_timeout
-	// bounds how long its transaction can stay open.
+	// bounds how long its transaction can stay open. A watermark's commit
+	// is flushed at once even where synchronous_commit is off: the
+	// walsender sends only flushed WAL, and the chunk waits for it.
 	bfPool, err := newPool(ctx, cfg.Source.DSN, int32(cfg.Snapshot.Workers+1), map[string]string{
-		"statement_timeout": strconv.FormatInt(cfg.Snapshot.ChunkTimeout.Milliseconds(), 10),
-		"application_name":  "statefeed-backfill",
+		"statement_timeout":  strconv.FormatInt(cfg.Snapshot.ChunkTimeout.Milliseconds(), 10),
+		"application_name":   "statefeed-backfill",
+		"synchronous_commit": "on",
 	})
 	if err != nil {
 		return fmt.Errorf("connect to source for backfills: %w", err)

@@ -1,9 +1,15 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,5 +172,190 @@ func TestInitialSnapshot(t *testing.T) {
 	}
 	if snap == 0 || int64(snap) > jobs[0].Rows {
 		t.Errorf("the topics hold %d snapshot records, want 1 to %d", snap, jobs[0].Rows)
+	}
+}
+
+// TestBackfillUnderUpdateStorm backfills entities on demand while a
+// workload changes the same rows: the topics converge, which means no key
+// is left with a stale state last, and the backfill reports its summary.
+func TestBackfillUnderUpdateStorm(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "never"
+	e.cfg.Snapshot.ChunkSize = 17
+	const n = 3000
+	e.seed(n) // before the slot: only the backfill publishes these rows
+	e.start()
+
+	var out lockedBuffer
+	ran := e.during(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), raceSlowdown*90*time.Second)
+		defer cancel()
+		err := Backfill(ctx, e.cfg, BackfillOptions{Entities: []string{"customer", "order"}, Reconcile: true, Interval: time.Second}, &out)
+		if err != nil {
+			t.Errorf("backfill: %v\n%s", err, out.String())
+		}
+	}, n)
+	t.Logf("workload: %d statements during the backfill\n%s", ran, out.String())
+	e.waitConverged()
+	if !strings.Contains(out.String(), "requested backfill-") || !regexp.MustCompile(`backfill-\S+ done in \S+: \d+ rows published, \d+ tombstones`).MatchString(out.String()) {
+		t.Errorf("bridge backfill output lacks the request or the summary:\n%s", out.String())
+	}
+	if ran == 0 {
+		t.Error("the workload did not run during the backfill")
+	}
+}
+
+// TestBackfillRefusesUnknownEntity checks the command's own validation.
+func TestBackfillRefusesUnknownEntity(t *testing.T) {
+	e := newEnv(t)
+	var out bytes.Buffer
+	err := Backfill(context.Background(), e.cfg, BackfillOptions{Entities: []string{"custmer"}}, &out)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), `did you mean "customer"?`) {
+		t.Fatalf("err = %v, want a ConfigError suggesting customer", err)
+	}
+}
+
+// TestTruncateTombstones truncates a mapped table: every key the topic
+// held gets a tombstone, rows inserted after the TRUNCATE stay, and the
+// bridge goes on streaming.
+func TestTruncateTombstones(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Snapshot.ReconcileKeysPerPass = 1000 // several passes
+	e.seed(2500)
+	e.start()
+	e.waitJobs()
+	e.waitConverged()
+	e.exec(`BEGIN; TRUNCATE legacy.ord_hdr; INSERT INTO legacy.ord_hdr (ord_no, cst_id, ord_dt, ord_amt) SELECT 9000001, min(cst_id), '2026-03-01', 7 FROM legacy.cust_mstr; COMMIT`)
+	e.exec(`INSERT INTO legacy.ord_hdr (ord_no, cst_id, ord_dt, ord_amt) SELECT 9000002, min(cst_id), '2026-03-01', 8 FROM legacy.cust_mstr`)
+	jobs := e.waitJobs()
+	e.waitConverged()
+
+	var trunc *snapshot.Job
+	for _, j := range jobs {
+		if j.Reason == snapshot.Truncated {
+			trunc = j
+		}
+	}
+	if trunc == nil {
+		t.Fatalf("no truncate job among %d jobs", len(jobs))
+	}
+	view := testenv.CompactedView(e.read("order"))
+	if len(view) != 2 {
+		t.Errorf("order topic holds %d live keys after the TRUNCATE, want the 2 inserted after it", len(view))
+	}
+	if trunc.Tombstones != 2500 || trunc.Topics[e.topic("order")].Passes < 2 {
+		t.Errorf("truncate job: %d tombstones in %d passes, want 2500 in several", trunc.Tombstones, trunc.Topics[e.topic("order")].Passes)
+	}
+	if got := countOp(e.read("order"), "truncate"); got != 2500 {
+		t.Errorf("%d records with ce_op truncate, want 2500", got)
+	}
+}
+
+// TestLostSlot drops the slot of a bridge whose topics hold data: the next
+// start refuses, naming the topics; with RecoverSlot it rebuilds the
+// topics, tombstoning what was deleted while no slot existed.
+func TestLostSlot(t *testing.T) {
+	e := newEnv(t)
+	e.seed(500)
+	r := e.start()
+	e.waitJobs()
+	e.waitConverged()
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.dropSlot()
+	// Changes no slot records.
+	e.exec(`DELETE FROM legacy.ord_hdr WHERE ord_no <= 100`)
+	e.exec(`UPDATE legacy.cust_mstr SET rec_stat = 'D' WHERE cst_cd <= 'S0000050'`)
+	e.exec(`UPDATE legacy.cust_mstr SET cst_nm = 'renamed' WHERE cst_cd > 'S0000450'`)
+
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	err := Run(context.Background(), e.cfg, log, RunOptions{})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "--recover-slot") || !strings.Contains(err.Error(), e.topic("order")) {
+		t.Fatalf("start without a slot but with data: err = %v, want a ConfigError naming the topics and --recover-slot", err)
+	}
+	if e.queryString(`SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = '`+e.db+`'`) != "0" {
+		t.Error("the refused start created a slot")
+	}
+
+	e.startWith(RunOptions{RecoverSlot: true})
+	jobs := e.waitJobs()
+	e.waitConverged()
+	last := jobs[len(jobs)-1]
+	if last.Reason != snapshot.Recovered || last.Tombstones < 100+45 {
+		t.Errorf("last job %s (%s) published %d tombstones, want a recover job with at least 145", last.ID, last.Reason, last.Tombstones)
+	}
+}
+
+// TestBackfillIsGentle watches the source while a snapshot runs: no
+// bridge transaction stays open longer than the chunk timeout, and the
+// bridge holds no lock stronger than ACCESS SHARE.
+func TestBackfillIsGentle(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Snapshot.ChunkSize = 500
+	e.cfg.Snapshot.ChunkTimeout = 2 * time.Second
+	e.seed(20000)
+	e.exec(`ANALYZE legacy.ord_hdr`) // statistics: the table is split into ranges
+	conn := e.conn()
+	defer conn.Close(context.Background())
+	e.start()
+
+	var oldest time.Duration
+	var samples, busy int
+	var jobs []*snapshot.Job
+	locks := map[string]int{}
+	for {
+		ctx := context.Background()
+		var age *time.Duration
+		var n int
+		err := conn.QueryRow(ctx, `SELECT max(clock_timestamp() - xact_start), count(xact_start) FROM pg_stat_activity WHERE application_name = 'statefeed-backfill'`).Scan(&age, &n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		samples++
+		if age != nil {
+			busy += n
+			oldest = max(oldest, *age)
+		}
+		rows, err := conn.Query(ctx, `SELECT l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		        WHERE a.application_name = 'statefeed-backfill' AND l.locktype = 'relation'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var mode string
+			if err := rows.Scan(&mode); err != nil {
+				t.Fatal(err)
+			}
+			locks[mode]++
+		}
+		if rows.Err() != nil {
+			t.Fatal(rows.Err())
+		}
+		jobs = e.jobs()
+		if len(jobs) == 1 && jobs[0].State == snapshot.Done {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, tj := range jobs[0].Tables {
+		if tj.Table == "legacy.ord_hdr" && len(tj.Ranges) < 2 {
+			t.Errorf("legacy.ord_hdr was read in %d range, want it split for parallel reads", len(tj.Ranges))
+		}
+	}
+	e.waitConverged()
+	t.Logf("%d samples, %d with an open backfill transaction; oldest %s; relation locks %v", samples, busy, oldest, locks)
+	if oldest >= e.cfg.Snapshot.ChunkTimeout {
+		t.Errorf("a backfill transaction was open for %s, longer than the chunk timeout %s", oldest, e.cfg.Snapshot.ChunkTimeout)
+	}
+	for mode := range locks {
+		if mode != "AccessShareLock" {
+			t.Errorf("the backfill held a %s", mode)
+		}
+	}
+	if busy == 0 {
+		t.Error("no sample saw a backfill transaction: the check did not watch anything")
 	}
 }
