@@ -78,17 +78,18 @@ func (e *env) churn(stop <-chan struct{}, n int) int {
 
 // during runs churn on the n seeded rows while f runs, and returns how
 // many statements it ran.
-func (e *env) during(f func(), n int) int {
+func (e *env) during(f func(), n int) (ran int) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var ran int
-	wg.Go(func() { ran = e.churn(stop, n) })
+	var churned int
+	wg.Go(func() { churned = e.churn(stop, n) })
 	defer func() {
 		close(stop)
 		wg.Wait()
+		ran = churned
 	}()
 	f()
-	return ran
+	return 0
 }
 
 // jobs reads the backfill jobs of the test's bridge.
@@ -145,22 +146,26 @@ func countOp(msgs []testenv.Message, op string) int {
 // filtered-out row is published.
 func TestInitialSnapshot(t *testing.T) {
 	e := newEnv(t)
-	e.cfg.Snapshot.ChunkSize = 97
+	e.cfg.Snapshot.ChunkSize = 23
 	const n = 3000
 	e.seed(n)
 
-	e.start()
-	ran := e.during(func() { e.waitJobs() }, n)
+	ran := e.during(func() {
+		e.start()
+		e.waitJobs()
+	}, n)
 	jobs := e.waitJobs()
 	e.waitConverged()
 
 	if len(jobs) != 1 || jobs[0].Reason != snapshot.Initial {
 		t.Fatalf("jobs = %+v, want one initial snapshot", jobs)
 	}
-	snap := countOp(e.read("customer"), "snapshot") + countOp(e.read("order"), "snapshot")
-	t.Logf("churn ran %d statements during the snapshot; %d snapshot records; job rows %d", ran, snap, jobs[0].Rows)
-	if ran == 0 {
-		t.Error("the workload did not run during the snapshot")
+	customers, orders := e.read("customer"), e.read("order")
+	snap := countOp(customers, "snapshot") + countOp(orders, "snapshot")
+	streamed := len(customers) + len(orders) - snap
+	t.Logf("churn ran %d statements; %d snapshot records, %d streamed; job rows %d", ran, snap, streamed, jobs[0].Rows)
+	if streamed == 0 {
+		t.Error("no change was streamed while the snapshot ran")
 	}
 	// 2,700 customers inside the filter and 3,000 orders existed; each
 	// statement of the workload changes at most one row the snapshot
@@ -357,5 +362,61 @@ func TestBackfillIsGentle(t *testing.T) {
 	}
 	if busy == 0 {
 		t.Error("no sample saw a backfill transaction: the check did not watch anything")
+	}
+}
+
+// TestSnapshotTableKeys reads a table without a primary key through the
+// unique index that is its replica identity, and refuses, with the fix, a
+// table that has no such index.
+func TestSnapshotTableKeys(t *testing.T) {
+	e := newEnv(t)
+	e.exec(`CREATE TABLE legacy.prod_cat (prd_cd varchar(12) NOT NULL, prd_nm text, price numeric(10,2));
+	        CREATE UNIQUE INDEX prod_cat_cd ON legacy.prod_cat (prd_cd);
+	        ALTER TABLE legacy.prod_cat REPLICA IDENTITY USING INDEX prod_cat_cd;
+	        INSERT INTO legacy.prod_cat SELECT 'P-' || i, 'product ' || i, i FROM generate_series(1, 700) i;`)
+	writeMapping(t, e, "product.yaml", `entity: product
+topic: `+e.prefix+`product.v1
+table: legacy.prod_cat
+key: [prd_cd]
+fields:
+  code: prd_cd
+  name: prd_nm
+  price: price
+`)
+	e.cfg.Snapshot.ChunkSize = 64
+	r := e.start()
+	e.waitJobs()
+	e.waitConverged()
+	if n := countOp(e.read("product"), "snapshot"); n != 700 {
+		t.Errorf("%d snapshot records, want 700", n)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("no unique index", testSnapshotRefused)
+}
+
+// testSnapshotRefused maps a table with no unique index: it cannot be
+// read in key order, and the bridge stops saying why and what to do.
+func testSnapshotRefused(t *testing.T) {
+	e2 := newEnv(t)
+	e2.exec(`CREATE TABLE legacy.audit_log (evt_cd text, msg text);
+	         ALTER TABLE legacy.audit_log REPLICA IDENTITY FULL;
+	         INSERT INTO legacy.audit_log VALUES ('E-1', 'x');`)
+	writeMapping(t, e2, "audit.yaml", `entity: audit
+topic: `+e2.prefix+`audit.v1
+table: legacy.audit_log
+key: [evt_cd]
+fields:
+  code: evt_cd
+`)
+	err, stopped := e2.start().wait(raceSlowdown * 60 * time.Second)
+	if !stopped {
+		t.Fatal("the bridge goes on with a snapshot it cannot take")
+	}
+	for _, want := range []string{"legacy.audit_log", "no primary key", "REPLICA IDENTITY USING INDEX"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
 	}
 }
