@@ -445,7 +445,8 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	defer producer.Close()
 	kctx, cancel := context.WithTimeout(ctx, kafkaCheckTimeout)
 	defer cancel()
-	missing, err := producer.CheckTopics(kctx, p.topics)
+	topics := append(slices.Clone(p.topics), cfg.progressTopic())
+	missing, err := producer.CheckTopics(kctx, topics)
 	var te *publish.TopicError
 	switch {
 	case errors.As(err, &te):
@@ -456,5 +457,6 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	for _, t := range p.topics {
 		say(slices.Contains(missing, t), "topic", t)
 	}
+	say(slices.Contains(missing, cfg.progressTopic()), "backfill progress topic", cfg.progressTopic())
 	return nil
 }
