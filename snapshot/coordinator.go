@@ -76,8 +76,9 @@ type Coordinator struct {
 	windows map[uint64]*window
 	next    uint64
 	jobs    map[string]*jobRun
-	queue   chan *jobRun
-	open    atomic.Int32 // windows between their watermarks
+	queued  []*jobRun     // started, not yet taken by Run
+	wake    chan struct{} // a job was queued
+	open    atomic.Int32  // windows between their watermarks
 	sem     chan struct{}
 }
 
@@ -106,7 +107,7 @@ func New(o Options) *Coordinator {
 		run:     hex.EncodeToString(id[:]),
 		windows: map[uint64]*window{},
 		jobs:    map[string]*jobRun{},
-		queue:   make(chan *jobRun, 64),
+		wake:    make(chan struct{}, 1),
 		sem:     make(chan struct{}, o.Workers),
 	}
 }
@@ -518,17 +519,18 @@ func (c *Coordinator) Resume(ctx context.Context) ([]*Job, error) {
 	return jobs, nil
 }
 
-func (c *Coordinator) start(ctx context.Context, j *Job) error {
+// start queues a job for Run; it never blocks.
+func (c *Coordinator) start(_ context.Context, j *Job) error {
 	jr := &jobRun{job: j, started: time.Now()}
 	c.mu.Lock()
 	c.jobs[j.ID] = jr
+	c.queued = append(c.queued, jr)
 	c.mu.Unlock()
 	select {
-	case c.queue <- jr:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	case c.wake <- struct{}{}:
+	default:
 	}
+	return nil
 }
 
 // Run runs queued jobs, several at once, until ctx ends (nil) or a job
@@ -548,12 +550,18 @@ func (c *Coordinator) Run(ctx context.Context) error {
 				return err
 			}
 			return nil
-		case jr := <-c.queue:
-			wg.Go(func() {
-				if err := c.runJob(ctx, jr); err != nil && ctx.Err() == nil {
-					cancel(err)
-				}
-			})
+		case <-c.wake:
+			c.mu.Lock()
+			queued := c.queued
+			c.queued = nil
+			c.mu.Unlock()
+			for _, jr := range queued {
+				wg.Go(func() {
+					if err := c.runJob(ctx, jr); err != nil && ctx.Err() == nil {
+						cancel(err)
+					}
+				})
+			}
 		}
 	}
 }
