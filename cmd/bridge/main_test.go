@@ -187,18 +187,22 @@ func TestKill9Converges(t *testing.T) {
 	// Kill once a third of the transactions are written and the bridge has
 	// published some of them.
 	var killedAt string
+	written := 0
 	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) (bool, string, error) {
 		msgs, err := testenv.ReadTopic(ctx, w.broker.Addrs(), "crm.customer.v1")
 		if err != nil {
 			return false, "", err
 		}
 		select {
-		case n := <-progress:
-			killedAt = fmt.Sprintf("%d of %d transactions written, %d customer records published", n, total, len(msgs))
-			return n >= total/3 && len(msgs) > 20, killedAt, nil
+		case n := <-progress: // the latest count; the channel holds one
+			written = n
 		default:
+		}
+		if written == 0 {
 			return false, "waiting for the workload", nil
 		}
+		killedAt = fmt.Sprintf("%d of %d transactions written, %d customer records published", written, total, len(msgs))
+		return written >= total/3 && len(msgs) > 20, killedAt, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
