@@ -102,6 +102,13 @@ ORDER BY i.indisprimary DESC, count(*), i.indexrelid`, quoteTable(table))
 	return chunkKey{cols: idx[best].cols, types: idx[best].types}, nil
 }
 
+// ChunkKey returns the columns a backfill reads table in, or an error
+// saying why it cannot read it and what to do.
+func ChunkKey(ctx context.Context, db Querier, table cdc.TableName, mappingKey []string) ([]string, error) {
+	k, err := findChunkKey(ctx, db, table, mappingKey)
+	return k.cols, err
+}
+
 func sameSet(a, b []string) bool {
 	if len(a) != len(b) {
 		return false

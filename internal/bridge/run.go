@@ -101,6 +101,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts RunOptions) (e
 	setup := setupOptions(cfg, p)
 	setup.RecreateLostSlot = opts.RecoverSlot
 	planned, err := cdc.Setup(ctx, conn, nil, setup)
+	if err == nil {
+		err = checkBackfills(ctx, cfg, p, conn, planned.SlotCreated)
+	}
 	conn.Close(context.WithoutCancel(ctx))
 	if err != nil {
 		return setupError(err)
@@ -289,6 +292,39 @@ func planSnapshot(ctx context.Context, cfg *Config, p *prepared, producer *publi
 	return nil
 }
 
+// checkBackfills refuses what backfills cannot do before anything is
+// created: watermarks need PostgreSQL 14 (pgoutput's messages), and a
+// snapshot about to be planned needs every table to have a chunk key.
+func checkBackfills(ctx context.Context, cfg *Config, p *prepared, conn *pgx.Conn, newSlot bool) error {
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return fmt.Errorf("read server version: %w", err)
+	}
+	var tombstone []string
+	for _, m := range p.set.Mappings {
+		if m.OnTruncate == mapping.TruncateTombstone {
+			tombstone = append(tombstone, m.File)
+		}
+	}
+	if version < 140000 && (cfg.Snapshot.Mode == "initial" || len(tombstone) > 0) {
+		return &ConfigError{fmt.Errorf("PostgreSQL %d.%d cannot carry backfill watermarks (pgoutput sends logical decoding messages from PostgreSQL 14): set snapshot.mode: never, and on_truncate: fail or ignore in %s",
+			version/10000, version%10000/100, strings.Join(tombstone, ", "))}
+	}
+	if !newSlot || cfg.Snapshot.Mode != "initial" {
+		return nil
+	}
+	var problems []string
+	for _, m := range p.set.Mappings {
+		if _, err := snapshot.ChunkKey(ctx, conn, m.Table, m.Key); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", m.File, err))
+		}
+	}
+	if len(problems) > 0 {
+		return &ConfigError{fmt.Errorf("the initial snapshot cannot read every mapped table (set snapshot.mode: never to start without it):\n  %s", strings.Join(problems, "\n  "))}
+	}
+	return nil
+}
+
 // newPool opens a pool with the stream's text format and extra settings.
 func newPool(ctx context.Context, dsn string, conns int32, params map[string]string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -436,6 +472,14 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	say(res.SlotCreated, "replication slot", cfg.Source.Slot)
 	for _, n := range res.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	for _, t := range p.set.Tables() {
+		m := p.set.OfTable(t)[0]
+		if cols, err := snapshot.ChunkKey(ctx, conn, t, m.Key); err != nil {
+			fmt.Fprintf(w, "note: %v\n", err)
+		} else {
+			fmt.Fprintf(w, "table %s: backfills read it in the order of (%s)\n", t, strings.Join(cols, ", "))
+		}
 	}
 
 	producer, err := newProducer(cfg, slog.New(slog.DiscardHandler))

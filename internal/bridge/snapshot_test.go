@@ -414,7 +414,11 @@ fields:
 	if !stopped {
 		t.Fatal("the bridge goes on with a snapshot it cannot take")
 	}
-	for _, want := range []string{"legacy.audit_log", "no primary key", "REPLICA IDENTITY USING INDEX"} {
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Errorf("err = %v, want a ConfigError before anything is created", err)
+	}
+	for _, want := range []string{"legacy.audit_log", "no primary key", "REPLICA IDENTITY USING INDEX", "snapshot.mode: never"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not say %q", err, want)
 		}
