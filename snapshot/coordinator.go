@@ -425,15 +425,25 @@ func (c *Coordinator) request(ctx context.Context, r Request) error {
 	if known || r.ID == "" {
 		return nil
 	}
+	refuse := func(why string) error {
+		now := time.Now().UTC()
+		j := &Job{ID: id, Reason: Requested, Entities: r.Entities, State: Failed, Created: now, Finished: now, Error: why}
+		c.log.Error("backfill request refused", "job", id, "err", why)
+		c.mu.Lock()
+		c.jobs[id] = &jobRun{job: j}
+		c.mu.Unlock()
+		return c.o.Store.Save(ctx, j)
+	}
 	for _, e := range r.Entities {
-		if c.o.Set.Entity(e) == nil {
-			j := &Job{ID: id, Reason: Requested, Entities: r.Entities, State: Failed, Created: time.Now().UTC(), Finished: time.Now().UTC(),
-				Error: fmt.Sprintf("no mapping defines entity %q", e)}
-			c.log.Error("backfill request refused", "job", id, "err", j.Error)
-			c.mu.Lock()
-			c.jobs[id] = &jobRun{job: j}
-			c.mu.Unlock()
-			return c.o.Store.Save(ctx, j)
+		m := c.o.Set.Entity(e)
+		if m == nil {
+			return refuse(fmt.Sprintf("no mapping defines entity %q", e))
+		}
+		if _, err := findChunkKey(ctx, c.o.Pool, m.Table, m.Key); err != nil {
+			if cdc.IsTransient(err) {
+				return err
+			}
+			return refuse(err.Error())
 		}
 	}
 	j, err := c.newJob(ctx, id, Requested, r.Entities, r.Reconcile, true)

@@ -165,6 +165,7 @@ func (c *Coordinator) readRange(ctx context.Context, jr *jobRun, t *TableJob, r 
 
 	after := r.After
 	limit := c.o.ChunkSize
+	again := 0 // reads of the same chunk in a row that the stream made void
 	var runErr error
 	for {
 		res, next, n, err := c.chunk(ctx, cr, maps, r, after, limit)
@@ -189,8 +190,13 @@ func (c *Coordinator) readRange(ctx context.Context, jr *jobRun, t *TableJob, r 
 			break
 		}
 		if res.again {
+			if again++; again == maxAgain {
+				runErr = fmt.Errorf("backfill %s: the stream voided %d reads of the same chunk in a row (a TRUNCATE, or changes whose chunk key columns the stream does not carry); check the table's replica identity", t.Table, again)
+				break
+			}
 			continue
 		}
+		again = 0
 		last := n < limit
 		acks <- pending{after: next, rows: int64(res.published), last: last, acked: res.acked}
 		if last {
@@ -204,6 +210,9 @@ func (c *Coordinator) readRange(ctx context.Context, jr *jobRun, t *TableJob, r 
 	}
 	return runErr
 }
+
+// maxAgain bounds the reads of one chunk that the stream voids in a row.
+const maxAgain = 20
 
 // chunk reads and publishes one chunk between its watermarks, waiting for
 // a worker slot. It returns the high watermark's result, the key of the
@@ -345,7 +354,7 @@ func (c *Coordinator) pass(ctx context.Context, topic string, starts []int64, pa
 			return 0, ctx.Err()
 		}
 		if res.again {
-			continue
+			continue // a reconcile window is voided only when it never opened
 		}
 		select {
 		case err := <-res.acked:

@@ -60,7 +60,7 @@ func Backfill(ctx context.Context, cfg *Config, o BackfillOptions, out io.Writer
 
 	var id string
 	if len(o.Entities) > 0 {
-		id, err = request(ctx, cfg, o, out)
+		id, err = request(ctx, cfg, set, o, out)
 		if err != nil || o.NoWait {
 			return err
 		}
@@ -77,12 +77,22 @@ func Backfill(ctx context.Context, cfg *Config, o BackfillOptions, out io.Writer
 
 // request writes the backfill request and says whether a bridge is there
 // to take it.
-func request(ctx context.Context, cfg *Config, o BackfillOptions, out io.Writer) (string, error) {
+func request(ctx context.Context, cfg *Config, set *mapping.Set, o BackfillOptions, out io.Writer) (string, error) {
 	conn, err := pgx.Connect(ctx, cfg.Source.DSN)
 	if err != nil {
 		return "", fmt.Errorf("connect to source: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	var problems []string
+	for _, e := range o.Entities {
+		m := set.Entity(e)
+		if _, err := snapshot.ChunkKey(ctx, conn, m.Table, m.Key); err != nil {
+			problems = append(problems, fmt.Sprintf("--entity %s: %v", e, err))
+		}
+	}
+	if len(problems) > 0 {
+		return "", &ConfigError{errors.New(strings.Join(problems, "\n"))}
+	}
 	var active bool
 	err = conn.QueryRow(ctx, "SELECT active FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", cfg.Source.Slot).Scan(&active)
 	if errors.Is(err, pgx.ErrNoRows) {

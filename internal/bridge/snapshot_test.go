@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -423,4 +425,42 @@ fields:
 			t.Errorf("error %v does not say %q", err, want)
 		}
 	}
+}
+
+// TestBackfillAfterNarrowedFilter narrows a mapping's filter and backfills
+// the entity with reconcile: the entities now outside the filter get
+// tombstones, and only those.
+func TestBackfillAfterNarrowedFilter(t *testing.T) {
+	e := newEnv(t)
+	e.seed(500)
+	r := e.start()
+	e.exec(`UPDATE legacy.cust_mstr SET rec_stat = 'I' WHERE cst_id % 7 = 3 AND rec_stat = 'A'`)
+	e.waitJobs()
+	e.waitConverged()
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	inactive := e.queryString(`SELECT count(*)::text FROM legacy.cust_mstr WHERE rec_stat = 'I'`)
+
+	customer, err := os.ReadFile(filepath.Join(e.cfg.Mappings[0], "customer.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	narrowed := strings.Replace(string(customer), "filter: rec_stat != 'D'", "filter: rec_stat == 'A'", 1)
+	if narrowed == string(customer) {
+		t.Fatal("the example customer mapping has no filter to narrow")
+	}
+	writeMapping(t, e, "customer.yaml", narrowed)
+	e.start()
+	var out bytes.Buffer
+	if err := Backfill(context.Background(), e.cfg, BackfillOptions{Entities: []string{"customer"}, Reconcile: true}, &out); err != nil {
+		t.Fatalf("backfill: %v\n%s", err, out.String())
+	}
+	e.waitConverged()
+	jobs := e.jobs()
+	last := jobs[len(jobs)-1]
+	if fmt.Sprint(last.Tombstones) != inactive || inactive == "0" {
+		t.Errorf("the reconcile published %d tombstones, want one per inactive customer (%s)", last.Tombstones, inactive)
+	}
+	t.Log(out.String())
 }
