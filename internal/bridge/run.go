@@ -207,7 +207,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts RunOptions) (e
 		}
 		mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 		var wg sync.WaitGroup
-		wg.Go(func() { serveMetrics(mctx, ln, pl.Stats, log) })
+		wg.Go(func() { serveMetrics(mctx, ln, pl.Stats, backfills.Jobs, log) })
 		defer wg.Wait()
 		defer stopMetrics()
 		log.Info("serving metrics", "addr", ln.Addr().String())
