@@ -24,6 +24,10 @@ const (
 	Truncate
 	// Commit closes the transaction opened by the last Begin.
 	Commit
+	// Message is a logical decoding message written with
+	// pg_logical_emit_message: Change.Prefix and Change.Content. Tx is nil
+	// for a non-transactional message.
+	Message
 )
 
 // String returns the lower-case name of the operation ("insert", "update", ...).
@@ -41,6 +45,8 @@ func (o Op) String() string {
 		return "truncate"
 	case Commit:
 		return "commit"
+	case Message:
+		return "message"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -131,4 +137,7 @@ type Change struct {
 	Old       []Value     // Update (when sent), Delete; nil when not sent
 	New       []Value     // Insert, Update
 	Truncated []*Relation // Truncate
+
+	Prefix  string // Message
+	Content []byte // Message; aliases the stream's buffer like Values do
 }

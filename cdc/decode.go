@@ -86,9 +86,7 @@ func (d *Decoder) Decode(walStart pglogrepl.LSN, data []byte) (Change, bool, err
 			d.types[oid] = schema + "." + name
 		}
 	case 'M':
-		// A logical decoding message (pg_logical_emit_message); sent only
-		// when the "messages" option is on. It is not a row change.
-		r.off = len(data)
+		c, ok, err = d.message(&r)
 	case 'I':
 		c, ok, err = d.insert(&r)
 	case 'U':
@@ -175,6 +173,31 @@ func (d *Decoder) commit(r *reader) (Change, bool, error) {
 	tx.EndLSN = end
 	d.tx = nil
 	return Change{Op: Commit, Tx: tx, Seq: d.seq}, true, nil
+}
+
+// message decodes a logical decoding message (pg_logical_emit_message),
+// sent only when the "messages" option is on. A transactional message is
+// part of its transaction's stream and numbered like a row change; a
+// non-transactional one arrives on its own, with a nil Tx.
+func (d *Decoder) message(r *reader) (Change, bool, error) {
+	flags := r.u8()
+	r.u64() // the message's LSN
+	prefix := r.cstring()
+	n := r.u32()
+	content := r.take(int(n))
+	if r.err != nil {
+		return Change{}, false, r.err
+	}
+	c := Change{Op: Message, Prefix: prefix, Content: content}
+	if flags&1 != 0 {
+		if d.tx == nil {
+			return Change{}, false, errors.New("transactional message outside a transaction")
+		}
+		c.Tx = d.tx
+		c.Seq = d.seq
+		d.seq++
+	}
+	return c, true, nil
 }
 
 func (d *Decoder) relation(r *reader) error {

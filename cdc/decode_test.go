@@ -144,15 +144,28 @@ func TestDecode(t *testing.T) {
 		msgs: []msg{m('T').u32(1).u8(0).u32(16384)},
 		want: []Change{{Op: Truncate, Tx: txOpen, Truncated: []*Relation{customersRel}}},
 	}, {
-		name: "origin, type and logical messages produce no change",
+		name: "origin and type produce no change",
 		msgs: []msg{
 			m('O').u64(0x100).str("upstream"),
 			m('Y').u32(16400).str("public").str("mood"),
-			m('M').u8(1).u64(0x16B3700).str("prefix").u32(2).u8('h').u8('i'),
 			m('I').u32(16384).u8('N').tuple("1", "x", "y"),
 		},
 		want: []Change{{Op: Insert, Tx: txOpen, Relation: customersRel,
 			New: []Value{text("1"), text("x"), text("y")}}},
+	}, {
+		name: "transactional logical message is numbered like a row change",
+		msgs: []msg{
+			m('M').u8(1).u64(0x16B3700).str("prefix").u32(2).u8('h').u8('i'),
+			m('I').u32(16384).u8('N').tuple("1", "x", "y"),
+		},
+		want: []Change{
+			{Op: Message, Tx: txOpen, Prefix: "prefix", Content: []byte("hi")},
+			{Op: Insert, Tx: txOpen, Seq: 1, Relation: customersRel, New: []Value{text("1"), text("x"), text("y")}},
+		},
+	}, {
+		name: "non-transactional logical message has no transaction",
+		msgs: []msg{m('M').u8(0).u64(0x16B3700).str("p").u32(1).u8('x')},
+		want: []Change{{Op: Message, Prefix: "p", Content: []byte("x")}},
 	}, {
 		name: "sequence numbers and commit",
 		msgs: []msg{
@@ -347,6 +360,8 @@ func render(c Change) string {
 		for _, r := range c.Truncated {
 			fmt.Fprintf(&b, " %s", r.Table)
 		}
+	case Message:
+		fmt.Fprintf(&b, " prefix=%q content=%q", c.Prefix, c.Content)
 	default:
 		fmt.Fprintf(&b, " %s", c.Relation.Table)
 		if c.Old != nil {

@@ -24,6 +24,10 @@ type SetupOptions struct {
 	CreatePublication bool
 	// CreateSlot allows Setup to create a missing slot.
 	CreateSlot bool
+	// RecreateLostSlot allows Setup to drop a slot whose WAL is lost
+	// (wal_status = lost) and create it again. The changes the slot lost
+	// are not in the stream: the caller must rebuild the topics.
+	RecreateLostSlot bool
 	// DryRun checks everything and reports what would be created
 	// (SetupResult.PublicationCreated, SlotCreated) without creating it.
 	DryRun bool
@@ -33,6 +37,7 @@ type SetupOptions struct {
 type SetupResult struct {
 	PublicationCreated bool // or, with DryRun, would be created
 	SlotCreated        bool // or, with DryRun, would be created
+	SlotLost           bool // the slot had lost WAL and was (or would be) recreated
 	// ConfirmedLSN is the slot's confirmed_flush_lsn, or the consistent
 	// point of a slot Setup created: streaming resumes there.
 	ConfirmedLSN pglogrepl.LSN
@@ -109,6 +114,7 @@ func Setup(ctx context.Context, conn *pgx.Conn, replConn *pgconn.PgConn, o Setup
 		return res, &SetupError{Problems: problems}
 	}
 	res.Notes = pub.notes
+	res.SlotLost = slot.lost
 	if o.DryRun {
 		res.PublicationCreated = pub.create
 		res.SlotCreated = slot.create
@@ -121,6 +127,11 @@ func Setup(ctx context.Context, conn *pgx.Conn, replConn *pgconn.PgConn, o Setup
 			return res, fmt.Errorf("create publication %q: %w", o.Publication, err)
 		}
 		res.PublicationCreated = true
+	}
+	if slot.lost {
+		if _, err := conn.Exec(ctx, "SELECT pg_catalog.pg_drop_replication_slot($1)", o.Slot); err != nil {
+			return res, fmt.Errorf("drop lost replication slot %q: %w", o.Slot, err)
+		}
 	}
 	if slot.create {
 		// NOEXPORT_SNAPSHOT: the bridge does not read a snapshot through
@@ -251,6 +262,7 @@ func quoteTable(t TableName) string { return pgx.Identifier{t.Schema, t.Name}.Sa
 
 type slotCheck struct {
 	create    bool
+	lost      bool // to be dropped first
 	confirmed pglogrepl.LSN
 	problems  []string
 }
@@ -291,9 +303,11 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, o SetupOptions) (slotCheck, 
 	case deref(database) != current:
 		chk.problems = append(chk.problems, fmt.Sprintf(
 			"replication slot %q belongs to database %q, not %q: choose another slot name", o.Slot, deref(database), current))
+	case deref(walState) == "lost" && o.RecreateLostSlot && o.CreateSlot:
+		chk.create, chk.lost = true, true
 	case deref(walState) == "lost":
 		chk.problems = append(chk.problems, fmt.Sprintf(
-			"replication slot %q has lost WAL it still needed (wal_status = lost, max_slot_wal_keep_size exceeded): changes were lost, so drop the slot, let the bridge create a new one and re-seed the topics (the changes made while the slot was lost were not published)",
+			"replication slot %q has lost WAL it still needed (wal_status = lost, max_slot_wal_keep_size exceeded): the changes made meanwhile were never published. Run bridge run --recover-slot to drop and recreate the slot and rebuild the topics from the tables (a full backfill with reconcile)",
 			o.Slot))
 	default:
 		if confirmed != nil {

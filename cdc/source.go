@@ -127,6 +127,20 @@ func (s *Source) Confirm(lsn pglogrepl.LSN) {
 	}
 }
 
+// serverMajor returns the major version of the server conn is connected
+// to (15 for "15.4 (Debian 15.4-1)"), or 0 when it does not say.
+func serverMajor(conn *pgconn.PgConn) int {
+	v := conn.ParameterStatus("server_version")
+	n := 0
+	for _, r := range v {
+		if r < '0' || r > '9' {
+			break
+		}
+		n = n*10 + int(r-'0')
+	}
+	return n
+}
+
 // Confirmed returns the confirmed LSN.
 func (s *Source) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(s.confirmed.Load()) }
 
@@ -181,9 +195,15 @@ func (s *Source) Run(ctx context.Context, emit func(context.Context, Change) err
 
 	start := s.Confirmed()
 	pub := strings.ReplaceAll(pgx.Identifier{s.o.Publication}.Sanitize(), "'", "''")
+	args := []string{"proto_version '1'", "publication_names '" + pub + "'"}
+	if serverMajor(conn) >= 14 {
+		// Logical decoding messages: the watermarks of backfills and
+		// requests to the bridge travel through the WAL.
+		args = append(args, "messages 'true'")
+	}
 	err = pglogrepl.StartReplication(ctx, conn, s.o.Slot, start, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + pub + "'"},
+		PluginArgs: args,
 	})
 	if err != nil {
 		return fmt.Errorf("start replication on slot %q at %s: %w", s.o.Slot, start, err)
@@ -245,7 +265,7 @@ func (s *Source) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	row := res[0].Rows[0]
 	if string(row[1]) == "lost" {
 		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("replication slot %q has lost WAL it still needed (wal_status = lost): changes were lost; drop the slot, let the bridge create a new one and re-seed the topics (the changes made while the slot was lost were not published)", s.o.Slot)
+		return nil, fmt.Errorf("replication slot %q has lost WAL it still needed (wal_status = lost): the changes made meanwhile were never published; stop the bridge and run bridge run --recover-slot to recreate the slot and rebuild the topics from the tables", s.o.Slot)
 	}
 	if row[0] != nil {
 		lsn, err := pglogrepl.ParseLSN(string(row[0]))

@@ -28,7 +28,11 @@ type Set struct {
 type OnTruncate string
 
 const (
-	// TruncateFail stops the bridge with a *TruncateError (the default).
+	// TruncateTombstone publishes a tombstone for every key the topic
+	// holds from before the TRUNCATE (the default); the bridge reads the
+	// keys back from the topic.
+	TruncateTombstone OnTruncate = "tombstone"
+	// TruncateFail stops the bridge with a *TruncateError.
 	TruncateFail OnTruncate = "fail"
 	// TruncateIgnore skips the TRUNCATE; the topic keeps the truncated
 	// entities until they are deleted or re-seeded.
@@ -170,6 +174,19 @@ func (s *Set) checkUnique(p *yamlconf.Problems) {
 	}
 }
 
+// OfTable returns the mappings of a table, in file order.
+func (s *Set) OfTable(t cdc.TableName) []*Mapping { return s.byTable[t] }
+
+// Entity returns the mapping of the named entity, or nil.
+func (s *Set) Entity(name string) *Mapping {
+	for _, m := range s.Mappings {
+		if m.Entity == name {
+			return m
+		}
+	}
+	return nil
+}
+
 // Tables returns the distinct source tables of the mappings, sorted.
 func (s *Set) Tables() []cdc.TableName {
 	var ts []cdc.TableName
@@ -196,7 +213,7 @@ func parse(file string, data []byte, p *yamlconf.Problems) *Mapping {
 	if root.Kind != yaml.MappingNode {
 		return nil
 	}
-	m := &Mapping{File: file, Entity: sp.Entity, Topic: sp.Topic, Key: sp.Key, OnTruncate: TruncateFail}
+	m := &Mapping{File: file, Entity: sp.Entity, Topic: sp.Topic, Key: sp.Key, OnTruncate: TruncateTombstone}
 	keys, vals, _ := yamlconf.Pairs(file, root, "", &yamlconf.Problems{})
 	line := func(name string) int {
 		for i, k := range keys {
@@ -234,11 +251,11 @@ func parse(file string, data []byte, p *yamlconf.Problems) *Mapping {
 		}
 	}
 	switch OnTruncate(sp.OnTruncate) {
-	case "", TruncateFail:
-	case TruncateIgnore:
-		m.OnTruncate = TruncateIgnore
+	case "", TruncateTombstone:
+	case TruncateFail, TruncateIgnore:
+		m.OnTruncate = OnTruncate(sp.OnTruncate)
 	default:
-		p.AddLine(file, m.pos.onTruncate, "on_truncate", "unknown value %q; use fail (stop the bridge, the default) or ignore", sp.OnTruncate)
+		p.AddLine(file, m.pos.onTruncate, "on_truncate", "unknown value %q; use tombstone (tombstone the truncated entities, the default), fail (stop the bridge) or ignore", sp.OnTruncate)
 	}
 	if f := sp.Filter; f != nil && !(f.Kind == yaml.ScalarNode && f.Tag == "!!null") {
 		if f.Kind != yaml.ScalarNode {

@@ -39,7 +39,7 @@ func TestLoadValid(t *testing.T) {
 		},
 		{
 			File: "testdata/load/valid/order.yml", Entity: "order", Topic: "sales.order.v1",
-			Table: cdc.TableName{Schema: "public", Name: "ord_hdr"}, OnTruncate: TruncateFail,
+			Table: cdc.TableName{Schema: "public", Name: "ord_hdr"}, OnTruncate: TruncateTombstone,
 			Fields: []*Field{{Name: "number", Path: "fields.number", Line: 5, Column: "ord_no"}},
 		},
 	}

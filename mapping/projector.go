@@ -250,7 +250,7 @@ func (p *Projector) Project(ctx context.Context, c *cdc.Change, rr RowReader, ou
 	case cdc.Truncate:
 		for _, rel := range c.Truncated {
 			for _, m := range p.set.byTable[rel.Table] {
-				if m.OnTruncate != TruncateIgnore {
+				if m.OnTruncate == TruncateFail {
 					return out, &TruncateError{Table: rel.Table, File: m.File, Topic: m.Topic, LSN: lsnOf(c)}
 				}
 			}
@@ -731,10 +731,9 @@ func (e *TruncateError) Error() string {
 	if e.LSN != "" {
 		at = " (commit LSN " + e.LSN + ")"
 	}
-	return fmt.Sprintf("table %s was truncated%s, but topic %s still holds its entities and a TRUNCATE carries no rows to tombstone; "+
-		"the bridge stopped before confirming past the TRUNCATE, and stops here again on restart. "+
-		"To go on, set on_truncate: ignore in %s and restart, then bring the topic in line with the table: "+
-		"tombstone the keys whose rows are gone, or delete the topic and republish the current rows (an UPDATE that touches a row publishes its full state)",
+	return fmt.Sprintf("table %s was truncated%s and its mapping says on_truncate: fail; topic %s still holds the truncated entities. "+
+		"The bridge stopped before confirming past the TRUNCATE, and stops here again on restart. "+
+		"To go on, set on_truncate: tombstone in %s (the bridge then tombstones every key the topic held before the TRUNCATE) or on_truncate: ignore (the topic keeps them), and restart",
 		e.Table, at, e.Topic, e.File)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/statefeed/statefeed/cdc"
 	"github.com/statefeed/statefeed/mapping"
 	"github.com/statefeed/statefeed/publish"
+	"github.com/statefeed/statefeed/snapshot"
 )
 
 // Source is the replication side: cdc.Source satisfies it.
@@ -44,6 +45,10 @@ type Options struct {
 	Projector *mapping.Projector
 	Rows      mapping.RowReader // reads rows back for unchanged TOAST values
 	Producer  Producer
+
+	// Backfills, when set, handles the stream's side of backfills: their
+	// watermarks, requests and TRUNCATEs under on_truncate: tombstone.
+	Backfills *snapshot.Coordinator
 
 	// SourceName names the database in ce_source
 	// ("postgresql://<SourceName>/<schema>.<table>").
@@ -282,38 +287,111 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 		s.cur, s.tx, s.ack = nil, nil, nil
 		return nil
 	}
+	bf := s.p.o.Backfills
+	if c.Op == cdc.Message {
+		if bf == nil || !snapshot.Ours(&c) {
+			return nil // someone else's message
+		}
+		return s.mark(ctx, &c)
+	}
 	if s.cur == nil {
 		return fmt.Errorf("%s outside a transaction", c.Op)
+	}
+	if bf != nil {
+		bf.Observe(&c)
 	}
 	recs, err := s.p.o.Projector.Project(ctx, &c, s.p.o.Rows, s.recs[:0])
 	s.recs = recs
 	if err != nil {
 		return err
 	}
+	if c.Op == cdc.Truncate && bf != nil {
+		return bf.Truncate(ctx, &c, s.flush)
+	}
 	if len(recs) == 0 {
 		return nil
 	}
-	tbl := s.p.table(c)
+	tbl := s.p.table(c.Relation.Table)
 	for i := range recs {
 		r := &recs[i]
-		s.msg = publish.Message{
-			Topic:  r.Topic,
-			Key:    r.Key,
-			Value:  r.Value,
-			ID:     s.eventID(c.Seq, i),
-			Source: tbl.source,
-			Type:   r.Entity,
-			Time:   s.tx.CommitTime,
-			LSN:    s.tx.CommitLSN,
-			XID:    s.tx.XID,
-			Table:  tbl.name,
-			Op:     c.Op.String(),
+		m := s.message(c.Seq, i, tbl, r.Entity, c.Op.String())
+		m.Topic, m.Key, m.Value = r.Topic, r.Key, r.Value
+		if err := s.produce(m, nil); err != nil {
+			return err
 		}
-		s.cp.produced(s.cur)
-		if err := s.p.o.Producer.Produce(s.produceCtx, &s.msg, s.ack); err != nil {
-			s.cp.acked(s.cur, nil) // never produced: nothing to wait for, and the error below stops the session
-			return fmt.Errorf("publish %s record for table %s at %s: %w", r.Entity, tbl.name, s.tx.CommitLSN, err)
+	}
+	return nil
+}
+
+// mark hands a message of ours to the backfills and publishes what it
+// returns at this point of the stream, as part of its transaction.
+func (s *stream) mark(ctx context.Context, c *cdc.Change) error {
+	if s.cur == nil {
+		return fmt.Errorf("%s outside a transaction", c.Op)
+	}
+	recs, err := s.p.o.Backfills.Mark(ctx, c, s.flush)
+	if err != nil {
+		return err
+	}
+	for i, r := range recs {
+		m := s.message(c.Seq, i, s.p.table(r.Table), r.Entity, r.Op)
+		m.Topic, m.Key, m.Value = r.Topic, r.Key, r.Value
+		if err := s.produce(m, r.Done); err != nil {
+			for _, r := range recs[i:] {
+				r.Done(err)
+			}
+			return err
 		}
+	}
+	return nil
+}
+
+// message returns the stream's message, reused for every record (Produce
+// keeps nothing of it), with the headers of record n of change seq of the
+// current transaction.
+func (s *stream) message(seq, n int, tbl tableNames, entity, op string) *publish.Message {
+	s.msg = publish.Message{
+		ID:     s.eventID(seq, n),
+		Source: tbl.source,
+		Type:   entity,
+		Time:   s.tx.CommitTime,
+		LSN:    s.tx.CommitLSN,
+		XID:    s.tx.XID,
+		Table:  tbl.name,
+		Op:     op,
+	}
+	return &s.msg
+}
+
+// produce publishes m as part of the current transaction; done, when not
+// nil, learns the outcome too.
+func (s *stream) produce(m *publish.Message, done func(error)) error {
+	t, ack := s.cur, s.ack
+	if done != nil {
+		settle := ack // this transaction's, not whichever is current when Kafka answers
+		ack = func(err error) {
+			settle(err)
+			done(err)
+		}
+	}
+	s.cp.produced(t)
+	if err := s.p.o.Producer.Produce(s.produceCtx, m, ack); err != nil {
+		s.cp.acked(t, nil) // never produced: nothing to wait for, and the error stops the session
+		return fmt.Errorf("publish %s record for table %s at %s: %w", m.Type, m.Table, s.tx.CommitLSN, err)
+	}
+	if bf := s.p.o.Backfills; bf != nil {
+		bf.Published(m.Topic, m.Key)
+	}
+	return nil
+}
+
+// flush waits until Kafka acknowledged every record published so far.
+func (s *stream) flush(ctx context.Context) error {
+	if err := s.p.o.Producer.Flush(ctx); err != nil {
+		return err
+	}
+	if err := s.cp.err(); err != nil {
+		return fmt.Errorf("publish: %w", err)
 	}
 	return nil
 }
@@ -338,15 +416,8 @@ type tableNames struct {
 	source string // ce_source: postgresql://<source name>/<schema>.<table>
 }
 
-// table returns the header values of the change's table.
-func (p *Pipeline) table(c cdc.Change) tableNames {
-	var t cdc.TableName
-	switch {
-	case c.Relation != nil:
-		t = c.Relation.Table
-	case len(c.Truncated) > 0:
-		t = c.Truncated[0].Table
-	}
+// table returns the header values of a table.
+func (p *Pipeline) table(t cdc.TableName) tableNames {
 	names, ok := p.tables[t]
 	if !ok {
 		names = tableNames{name: t.String(), source: "postgresql://" + p.o.SourceName + "/" + t.String()}

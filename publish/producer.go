@@ -294,3 +294,110 @@ func (k kgoLogger) Log(level kgo.LogLevel, msg string, kv ...any) {
 		k.l.Warn("kafka: "+msg, kv...)
 	}
 }
+
+// EndOffsets returns the next offset of every partition of topic: the
+// offset its next record will get.
+func (p *Producer) EndOffsets(ctx context.Context, topic string) ([]int64, error) {
+	var listed kadm.ListedOffsets
+	var err error
+	// A topic just created may take a moment to reach every broker.
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		listed, err = p.adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = listed.Error()
+		}
+		if err == nil || !kerr.IsRetriable(err) || wait >= time.Second {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets of topic %q: %w", topic, err)
+	}
+	var ends []int64
+	listed.Each(func(o kadm.ListedOffset) {
+		for int(o.Partition) >= len(ends) {
+			ends = append(ends, 0)
+		}
+		ends[o.Partition] = o.Offset
+	})
+	return ends, nil
+}
+
+// Put writes one record without headers and waits for its
+// acknowledgement. It is for the bridge's own small records (backfill
+// progress), not for entity states.
+func (p *Producer) Put(ctx context.Context, topic string, key, value []byte) error {
+	if len(key) == 0 {
+		return fmt.Errorf("put to topic %q: empty key", topic)
+	}
+	if err := p.cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: key, Value: value}).FirstErr(); err != nil {
+		return fmt.Errorf("write to topic %q: %w", topic, err)
+	}
+	return nil
+}
+
+// Scan reads topic from the start of each partition up to, not including,
+// the end offsets given (a partition missing from ends is not read), and
+// calls fn for every record in offset order within its partition. It reads
+// with a client of its own and no consumer group, so it leaves nothing
+// behind on the broker.
+func (p *Producer) Scan(ctx context.Context, topic string, ends []int64, fn func(partition int32, offset int64, key, value []byte) error) error {
+	last := make(map[int32]int64) // offset of the last record to read
+	from := make(map[int32]kgo.Offset)
+	for part, end := range ends {
+		if end > 0 {
+			last[int32(part)] = end - 1
+			from[int32(part)] = kgo.NewOffset().AtStart()
+		}
+	}
+	if len(last) == 0 {
+		return nil
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(p.o.Brokers...),
+		kgo.ClientID(p.o.ClientID),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+		// Compaction keeps a partition's last batch, so its last offset
+		// is always there to be read; control records (a transaction's
+		// commit marker) are kept so that reaching it is seen.
+		kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.FetchMaxPartitionBytes(4<<20),
+		kgo.WithLogger(kgoLogger{p.log}),
+	)
+	if err != nil {
+		return fmt.Errorf("read topic %q: %w", topic, err)
+	}
+	defer cl.Close()
+	for len(last) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("read topic %q: %w", topic, err)
+		}
+		for _, fe := range fetches.Errors() {
+			return fmt.Errorf("read topic %q partition %d: %w", topic, fe.Partition, fe.Err)
+		}
+		var ferr error
+		fetches.EachRecord(func(r *kgo.Record) {
+			end, reading := last[r.Partition]
+			if ferr != nil || !reading || r.Offset > end {
+				return
+			}
+			if r.Offset == end {
+				delete(last, r.Partition)
+			}
+			if !r.Attrs.IsControl() {
+				ferr = fn(r.Partition, r.Offset, r.Key, r.Value)
+			}
+		})
+		if ferr != nil {
+			return ferr
+		}
+	}
+	return nil
+}

@@ -3,9 +3,10 @@
 //
 // Usage:
 //
-//	bridge run   --config FILE   stream until SIGINT or SIGTERM
-//	             [--cpuprofile FILE] [--memprofile FILE]
-//	bridge check --config FILE   validate the configuration and the mappings against the database, then exit
+//	bridge run      --config FILE [--recover-slot]   stream until SIGINT or SIGTERM
+//	                [--cpuprofile FILE] [--memprofile FILE]
+//	bridge check    --config FILE                    validate the configuration and the mappings against the database, then exit
+//	bridge backfill --config FILE --entity NAME ...  ask the running bridge to backfill entities and follow it
 //	bridge version
 //
 // Exit codes: 0 after a clean stop, 1 when the bridge stopped on an error,
@@ -34,12 +35,19 @@ var version = "dev"
 const usage = `bridge streams PostgreSQL changes into compacted Kafka state feeds.
 
 Usage:
-  bridge run   --config FILE   stream until SIGINT or SIGTERM
-               [--cpuprofile FILE] [--memprofile FILE]
-                               write pprof CPU and allocation profiles of
-                               the run when it ends
-  bridge check --config FILE   check the configuration, the mappings and the
-                               database setup, create nothing, then exit
+  bridge run      --config FILE   stream until SIGINT or SIGTERM
+      --recover-slot              recreate a missing or lost slot whose topics
+                                  hold data, and rebuild them from the tables
+      --cpuprofile FILE           write pprof CPU and allocation profiles of
+      --memprofile FILE           the run when it ends
+  bridge check    --config FILE   check the configuration, the mappings and the
+                                  database setup, create nothing, then exit
+  bridge backfill --config FILE --entity NAME [--entity NAME ...]
+                                  ask the bridge to re-read entities' tables into
+                                  their topics while it streams, and follow it
+      --reconcile=false           do not tombstone keys the tables no longer hold
+      --no-wait                   return once the request is written
+  bridge backfill --config FILE   follow the running backfills (the initial snapshot)
   bridge version
 
 Exit codes: 0 clean stop, 1 stopped on an error, 2 a problem to fix first
@@ -48,6 +56,17 @@ Exit codes: 0 clean stop, 1 stopped on an error, 2 a problem to fix first
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// isTerminal reports whether w is a terminal, where progress is redrawn
+// in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -63,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "run", "check":
+	case "run", "check", "backfill":
 	default:
 		fmt.Fprintf(stderr, "bridge: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -72,10 +91,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bridge "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "configuration `file` (YAML; see config.example.yaml)")
-	var cpuProfile, memProfile *string
-	if cmd == "run" {
-		cpuProfile = fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof reads it)")
-		memProfile = fs.String("memprofile", "", "write an allocation profile to `file` when the run ends")
+	var entities []string
+	var recoverSlot, reconcile, noWait bool
+	var cpuProfile, memProfile string
+	switch cmd {
+	case "run":
+		fs.BoolVar(&recoverSlot, "recover-slot", false, "recreate a missing or lost slot whose topics hold data and rebuild the topics from the tables")
+		fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to `file` (go tool pprof reads it)")
+		fs.StringVar(&memProfile, "memprofile", "", "write an allocation profile to `file` when the run ends")
+	case "backfill":
+		fs.Func("entity", "an entity to backfill (repeat for several)", func(s string) error {
+			entities = append(entities, s)
+			return nil
+		})
+		fs.BoolVar(&reconcile, "reconcile", true, "also tombstone the keys whose rows are gone or outside the filter")
+		fs.BoolVar(&noWait, "no-wait", false, "return once the request is written")
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -106,14 +136,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "check":
 		err = bridge.Check(ctx, cfg, stdout)
+	case "backfill":
+		err = bridge.Backfill(ctx, cfg, bridge.BackfillOptions{
+			Entities: entities, Reconcile: reconcile, NoWait: noWait, TTY: isTerminal(stdout),
+		}, stdout)
 	default:
-		stopProfiles, perr := startProfiles(*cpuProfile, *memProfile)
+		stopProfiles, perr := startProfiles(cpuProfile, memProfile)
 		if perr != nil {
 			fmt.Fprintf(stderr, "bridge run: %v\n", perr)
 			return 2
 		}
 		log.Info("starting bridge", "version", version, "slot", cfg.Source.Slot, "publication", cfg.Source.Publication)
-		err = bridge.Run(ctx, cfg, log)
+		err = bridge.Run(ctx, cfg, log, bridge.RunOptions{RecoverSlot: recoverSlot})
 		if perr := stopProfiles(); perr != nil {
 			fmt.Fprintf(stderr, "bridge run: %v\n", perr)
 		}

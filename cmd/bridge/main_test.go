@@ -42,7 +42,8 @@ type world struct {
 	set    *mapping.Set
 }
 
-func newWorld(t *testing.T) *world {
+// newWorld returns a world; extra is appended to the configuration file.
+func newWorld(t *testing.T, extra ...string) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{pg: testenv.NewPostgres(t), broker: testenv.NewBroker(t)}
@@ -74,7 +75,7 @@ kafka:
   brokers: [%q]
   topic_defaults: {partitions: 3}
 mappings: [%q]
-`, w.broker.Addrs()[0], mappings)
+%s`, w.broker.Addrs()[0], mappings, strings.Join(extra, "\n"))
 	if err := os.WriteFile(w.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -186,18 +187,22 @@ func TestKill9Converges(t *testing.T) {
 	// Kill once a third of the transactions are written and the bridge has
 	// published some of them.
 	var killedAt string
+	written := 0
 	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) (bool, string, error) {
 		msgs, err := testenv.ReadTopic(ctx, w.broker.Addrs(), "crm.customer.v1")
 		if err != nil {
 			return false, "", err
 		}
 		select {
-		case n := <-progress:
-			killedAt = fmt.Sprintf("%d of %d transactions written, %d customer records published", n, total, len(msgs))
-			return n >= total/3 && len(msgs) > 20, killedAt, nil
+		case n := <-progress: // the latest count; the channel holds one
+			written = n
 		default:
+		}
+		if written == 0 {
 			return false, "waiting for the workload", nil
 		}
+		killedAt = fmt.Sprintf("%d of %d transactions written, %d customer records published", written, total, len(msgs))
+		return written >= total/3 && len(msgs) > 20, killedAt, nil
 	}); err != nil {
 		t.Fatal(err)
 	}

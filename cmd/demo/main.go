@@ -88,6 +88,11 @@ func run(ctx context.Context, out io.Writer, verbose bool) error {
 		return fmt.Errorf("load the sample schema: %w", err)
 	}
 	say("   PostgreSQL on 127.0.0.1:%d, broker on %s, sample schema from examples/legacy/schema.sql", pg.Port(), broker.Addrs()[0])
+	say("-- a customer that exists before the bridge starts: the initial snapshot publishes it")
+	if err := pg.Exec(ctx, "legacy", `INSERT INTO legacy.cust_mstr (cst_id, cst_cd, cst_nm, cty_nm, ctry_cd, crd_lmt, upd_ts)
+		VALUES (999, 'C-0999', 'Charles Babbage', 'London', 'GB', 300, '2025-12-01 08:00:00+00')`); err != nil {
+		return err
+	}
 
 	dsn := pg.DSN("legacy")
 	env := map[string]string{"STATEFEED_SOURCE_DSN": dsn, "STATEFEED_KAFKA_BROKERS": broker.Addrs()[0]}
@@ -112,7 +117,7 @@ func run(ctx context.Context, out io.Writer, verbose bool) error {
 	bctx, stopBridge := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	say("== starting the bridge with config.example.yaml and examples/legacy/mappings")
-	go func() { done <- bridge.Run(bctx, cfg, log) }()
+	go func() { done <- bridge.Run(bctx, cfg, log, bridge.RunOptions{}) }()
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -120,8 +125,8 @@ func run(ctx context.Context, out io.Writer, verbose bool) error {
 			<-done
 		}
 	}()
-	// The bridge creates the slot before it streams; changes made before
-	// that would not be streamed (snapshots come later), so wait for it.
+	// Wait until the bridge streams: the steps below are meant to reach
+	// it as changes, after the initial snapshot's rows.
 	if err := testenv.Eventually(ctx, 30*time.Second, func(ctx context.Context) (bool, string, error) {
 		select {
 		case err := <-done:

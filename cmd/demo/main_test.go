@@ -20,6 +20,7 @@ func TestDemo(t *testing.T) {
 	got := out.String()
 	for _, want := range []string{
 		"converged in",
+		"snapshot key=C-0999",
 		"key=C-1003   TOMBSTONE (null value)",
 		"key=C-2003",
 		"key=5002     TOMBSTONE (null value)",

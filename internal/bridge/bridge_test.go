@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -126,10 +128,16 @@ func TestRestartResumes(t *testing.T) {
 	}
 }
 
-// TestTruncateStops checks that a TRUNCATE of a mapped table stops the
-// bridge with an explanation, without confirming past it.
+// TestTruncateStops checks that a TRUNCATE of a table whose mapping says
+// on_truncate: fail stops the bridge with an explanation, without
+// confirming past it.
 func TestTruncateStops(t *testing.T) {
 	e := newEnv(t)
+	order, err := os.ReadFile(filepath.Join(e.cfg.Mappings[0], "order.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeMapping(t, e, "order.yaml", strings.Replace(string(order), "fields:", "on_truncate: fail\nfields:", 1))
 	b := e.start()
 	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) VALUES ('T1', 'x')`)
 	e.waitConverged()

@@ -18,11 +18,12 @@ import (
 
 // Config is the bridge's configuration file.
 type Config struct {
-	Source   SourceConfig  `yaml:"source,required"`
-	Kafka    KafkaConfig   `yaml:"kafka,required"`
-	Mappings []string      `yaml:"mappings,required"`
-	Log      LogConfig     `yaml:"log"`
-	Metrics  MetricsConfig `yaml:"metrics"`
+	Source   SourceConfig   `yaml:"source,required"`
+	Kafka    KafkaConfig    `yaml:"kafka,required"`
+	Mappings []string       `yaml:"mappings,required"`
+	Log      LogConfig      `yaml:"log"`
+	Metrics  MetricsConfig  `yaml:"metrics"`
+	Snapshot SnapshotConfig `yaml:"snapshot"`
 	// ShutdownTimeout bounds how long a stop waits for Kafka to acknowledge
 	// what is in flight.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -60,6 +61,28 @@ type TopicDefaults struct {
 	ReplicationFactor int `yaml:"replication_factor"`
 }
 
+// SnapshotConfig sets up the initial snapshot and backfills.
+type SnapshotConfig struct {
+	// Mode is "initial" (read every mapped table when the bridge creates
+	// its slot) or "never".
+	Mode string `yaml:"mode"`
+	// ChunkSize is the most rows one chunk reads.
+	ChunkSize int `yaml:"chunk_size"`
+	// Workers is how many chunks are read at once, across tables and
+	// ranges of large tables.
+	Workers int `yaml:"workers"`
+	// ChunkTimeout is the statement_timeout of chunk reads: no backfill
+	// transaction stays open longer. A chunk that hits it is read again
+	// in halves.
+	ChunkTimeout time.Duration `yaml:"chunk_timeout"`
+	// ReconcileKeysPerPass bounds the keys a reconcile holds in memory;
+	// a larger topic is reconciled in several passes.
+	ReconcileKeysPerPass int `yaml:"reconcile_keys_per_pass"`
+	// ProgressTopic is the compacted topic where backfill progress is
+	// kept; default statefeed.backfills.<source.name>.<source.slot>.
+	ProgressTopic string `yaml:"progress_topic"`
+}
+
 // MetricsConfig sets up the HTTP endpoint for metrics and health.
 type MetricsConfig struct {
 	// Listen is the address of /metrics and /healthz, e.g.
@@ -90,12 +113,22 @@ func DefaultConfig() Config {
 			ClientID:      "statefeed-bridge",
 			TopicDefaults: TopicDefaults{Partitions: 1, ReplicationFactor: -1},
 		},
-		Log:             LogConfig{Level: "info", Format: "text", ProgressInterval: 30 * time.Second},
+		Log: LogConfig{Level: "info", Format: "text", ProgressInterval: 30 * time.Second},
+		Snapshot: SnapshotConfig{
+			Mode:                 "initial",
+			ChunkSize:            4096,
+			Workers:              2,
+			ChunkTimeout:         time.Minute,
+			ReconcileKeysPerPass: 500_000,
+		},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
 
-var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+var (
+	identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+	topicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+)
 
 // maxMessageBytes is the largest kafka.max_message_bytes: the Kafka client
 // writes at most 100 MiB to a broker in one request.
@@ -219,6 +252,26 @@ func (c *Config) validate(file string, root *yaml.Node, p *yamlconf.Problems) {
 	if c.Log.ProgressInterval <= 0 {
 		p.Add(file, at("log.progress_interval"), "log.progress_interval", "must be a positive duration such as 30s")
 	}
+	switch c.Snapshot.Mode {
+	case "initial", "never":
+	default:
+		p.Add(file, at("snapshot.mode"), "snapshot.mode", "%q is not a mode; use initial (read the mapped tables when the slot is created) or never", c.Snapshot.Mode)
+	}
+	if c.Snapshot.ChunkSize < 1 || c.Snapshot.ChunkSize > 1_000_000 {
+		p.Add(file, at("snapshot.chunk_size"), "snapshot.chunk_size", "%d is out of range; use 1 to 1000000 rows", c.Snapshot.ChunkSize)
+	}
+	if c.Snapshot.Workers < 1 || c.Snapshot.Workers > 64 {
+		p.Add(file, at("snapshot.workers"), "snapshot.workers", "%d is out of range; use 1 to 64", c.Snapshot.Workers)
+	}
+	if c.Snapshot.ChunkTimeout < time.Second {
+		p.Add(file, at("snapshot.chunk_timeout"), "snapshot.chunk_timeout", "%s is too short; use a duration of 1s or more", c.Snapshot.ChunkTimeout)
+	}
+	if c.Snapshot.ReconcileKeysPerPass < 1000 {
+		p.Add(file, at("snapshot.reconcile_keys_per_pass"), "snapshot.reconcile_keys_per_pass", "%d is too small; use 1000 or more", c.Snapshot.ReconcileKeysPerPass)
+	}
+	if t := c.Snapshot.ProgressTopic; t != "" && !topicRE.MatchString(t) {
+		p.Add(file, at("snapshot.progress_topic"), "snapshot.progress_topic", "%q is not a valid topic name; use up to 249 letters, digits, '.', '_' and '-'", t)
+	}
 	if c.ShutdownTimeout <= 0 {
 		p.Add(file, at("shutdown_timeout"), "shutdown_timeout", "must be a positive duration such as 30s")
 	}
@@ -238,7 +291,18 @@ func (c *Config) resolvePaths() {
 			c.Source.Name = pc.Database
 		}
 	}
+	c.Snapshot.ProgressTopic = c.progressTopic()
 }
+
+// progressTopic returns snapshot.progress_topic, or its default.
+func (c *Config) progressTopic() string {
+	if c.Snapshot.ProgressTopic != "" {
+		return c.Snapshot.ProgressTopic
+	}
+	return topicUnsafe.ReplaceAllString("statefeed.backfills."+c.Source.Name+"."+c.Source.Slot, "_")
+}
+
+var topicUnsafe = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
 
 // lookupNode finds the value node at a dotted path with optional [i]
 // indexes, or nil.

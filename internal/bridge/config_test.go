@@ -27,6 +27,7 @@ func TestLoadConfig(t *testing.T) {
 	want.Kafka.Brokers = []string{"k1:9092", "k2:9092"}
 	want.Kafka.TopicDefaults.Partitions = 6
 	want.Mappings = []string{filepath.Join("testdata/config", "mappings")}
+	want.Snapshot.ProgressTopic = "statefeed.backfills.legacy.crm_feed" // derived from the name and the slot
 	if diff := cmp.Diff(&want, cfg); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}

@@ -176,19 +176,24 @@ type running struct {
 // start runs the bridge with e's configuration until stop.
 func (e *env) start() *running {
 	e.t.Helper()
+	return e.startWith(RunOptions{})
+}
+
+// startWith runs the bridge with e's configuration and opts until stop.
+func (e *env) startWith(opts RunOptions) *running {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{e.t}, e.logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	go func() {
-		err := Run(ctx, e.cfg, log)
+		err := Run(ctx, e.cfg, log, opts)
 		if err != nil {
 			log.Info("Run returned", "err", err)
 		}
 		r.done <- err
 	}()
 	e.t.Cleanup(func() { r.stop() })
-	// Changes committed before the slot exists are not streamed (there is
-	// no snapshot in this version), so wait until the bridge streams.
+	// Wait until the bridge streams: tests write changes for the stream.
 	active := `SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = '` + e.db + `'), false)::text`
 	err := testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
 		select {

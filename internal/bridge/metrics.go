@@ -11,15 +11,16 @@ import (
 	"time"
 
 	"github.com/statefeed/statefeed/pipeline"
+	"github.com/statefeed/statefeed/snapshot"
 )
 
 // serveMetrics serves GET /metrics (Prometheus text format) and GET
 // /healthz on ln until ctx ends. stats is called on every request.
-func serveMetrics(ctx context.Context, ln net.Listener, stats func() pipeline.Stats, log *slog.Logger) {
+func serveMetrics(ctx context.Context, ln net.Listener, stats func() pipeline.Stats, jobs func() []*snapshot.Job, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		writeMetrics(w, stats())
+		writeMetrics(w, stats(), jobs())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !stats().Streaming {
@@ -42,7 +43,7 @@ func serveMetrics(ctx context.Context, ln net.Listener, stats func() pipeline.St
 
 // writeMetrics writes s in the Prometheus text exposition format. The
 // names follow statefeed_<thing>_<unit>; no label carries a key or a value.
-func writeMetrics(w io.Writer, s pipeline.Stats) {
+func writeMetrics(w io.Writer, s pipeline.Stats, jobs []*snapshot.Job) {
 	metric := func(name, typ, help string, v any) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
 	}
@@ -55,4 +56,15 @@ func writeMetrics(w io.Writer, s pipeline.Stats) {
 		streaming = 1
 	}
 	metric("statefeed_streaming", "gauge", "1 while a replication session is running.", streaming)
+	var running, rows, tombstones int64
+	for _, j := range jobs {
+		if j.State == snapshot.Running {
+			running++
+		}
+		rows += j.Rows
+		tombstones += j.Tombstones
+	}
+	metric("statefeed_backfills_running", "gauge", "Backfill jobs (initial snapshot, requested, truncate, recover) not finished.", running)
+	metric("statefeed_backfill_records_total", "counter", "Records the backfill jobs known to this process published from chunks, as recorded in the progress topic.", rows)
+	metric("statefeed_backfill_tombstones_total", "counter", "Tombstones the reconciles of the backfill jobs known to this process published.", tombstones)
 }

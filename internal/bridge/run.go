@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/statefeed/statefeed/mapping"
 	"github.com/statefeed/statefeed/pipeline"
 	"github.com/statefeed/statefeed/publish"
+	"github.com/statefeed/statefeed/snapshot"
 )
 
 // ConfigError is a problem the operator fixes in the configuration, the
@@ -68,14 +70,24 @@ func check(ctx context.Context, set *mapping.Set, conn *pgx.Conn) (*prepared, er
 	return &prepared{set: set, catalog: cat, topics: topics}, nil
 }
 
+// RunOptions are the choices of bridge run beyond its configuration.
+type RunOptions struct {
+	// RecoverSlot lets the bridge recreate a slot that is missing or has
+	// lost WAL while its topics hold data, and rebuild the topics with a
+	// full backfill and reconcile. Without it the bridge refuses to start
+	// then: changes were lost and a silent restart would hide it.
+	RecoverSlot bool
+}
+
 // Run checks the mappings, prepares the publication, the slot and the
 // topics, and streams until ctx ends (nil) or a permanent error stops it.
 //
 // The order spares the source: everything is checked first, then the
 // topics are made ready (waiting for Kafka if need be), and only then is
 // the slot created, so a bridge that cannot publish leaves no slot
-// pinning WAL behind.
-func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
+// pinning WAL behind. A job for the initial snapshot is saved before the
+// slot is created, so that a bridge stopped in between still takes it.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger, opts RunOptions) (err error) {
 	defer func() {
 		// Asked to stop before streaming began: a clean stop too.
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
@@ -87,7 +99,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		return err
 	}
 	setup := setupOptions(cfg, p)
-	_, err = cdc.Setup(ctx, conn, nil, setup)
+	setup.RecreateLostSlot = opts.RecoverSlot
+	planned, err := cdc.Setup(ctx, conn, nil, setup)
+	if err == nil {
+		err = checkBackfills(ctx, cfg, p, conn, planned.SlotCreated)
+	}
 	conn.Close(context.WithoutCancel(ctx))
 	if err != nil {
 		return setupError(err)
@@ -98,8 +114,16 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		return err
 	}
 	defer producer.Close()
-	if err := ensureTopics(ctx, producer, p.topics, log); err != nil {
+	if err := ensureTopics(ctx, producer, append(slices.Clone(p.topics), cfg.progressTopic()), log); err != nil {
 		return err
+	}
+	store := snapshot.KafkaStore{Kafka: producer, Topic: cfg.progressTopic()}
+	if planned.SlotCreated {
+		if err := planSnapshot(ctx, cfg, p, producer, store, planned.SlotLost, opts.RecoverSlot, log); err != nil {
+			return err
+		}
+	} else if opts.RecoverSlot {
+		log.Info("--recover-slot: the slot is healthy; nothing to recover", "slot", cfg.Source.Slot)
 	}
 
 	setup.DryRun = false
@@ -117,17 +141,46 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		log.Info(n)
 	}
 
-	poolCfg, err := pgxpool.ParseConfig(cfg.Source.DSN)
-	if err != nil {
-		return &ConfigError{fmt.Errorf("source.dsn: %w", err)}
-	}
-	poolCfg.MaxConns = 2
-	cdc.SetTextFormat(poolCfg.ConnConfig.RuntimeParams)
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	pool, err := newPool(ctx, cfg.Source.DSN, 2, nil)
 	if err != nil {
 		return fmt.Errorf("connect to source for row reads: %w", err)
 	}
 	defer pool.Close()
+	// Backfill reads: every chunk is one statement, and statement_timeout
+	// bounds how long its transaction can stay open. A watermark's commit
+	// is flushed at once even where synchronous_commit is off: the
+	// walsender sends only flushed WAL, and the chunk waits for it.
+	bfPool, err := newPool(ctx, cfg.Source.DSN, int32(cfg.Snapshot.Workers+1), map[string]string{
+		"statement_timeout":  strconv.FormatInt(cfg.Snapshot.ChunkTimeout.Milliseconds(), 10),
+		"application_name":   "statefeed-backfill",
+		"synchronous_commit": "on",
+	})
+	if err != nil {
+		return fmt.Errorf("connect to source for backfills: %w", err)
+	}
+	defer bfPool.Close()
+
+	backfills := snapshot.New(snapshot.Options{
+		Slot:             cfg.Source.Slot,
+		Set:              p.set,
+		Pool:             bfPool,
+		Kafka:            producer,
+		Store:            store,
+		Workers:          cfg.Snapshot.Workers,
+		ChunkSize:        cfg.Snapshot.ChunkSize,
+		KeysPerPass:      cfg.Snapshot.ReconcileKeysPerPass,
+		ProgressInterval: cfg.Log.ProgressInterval,
+		Logger:           log,
+	})
+	jobs, err := backfills.Resume(ctx)
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if j.State == snapshot.Running {
+			log.Info("backfill to resume", "job", j.ID, "reason", j.Reason, "entities", strings.Join(j.Entities, ","))
+		}
+	}
 
 	src := cdc.NewSource(cdc.SourceOptions{
 		ConnString:     cfg.Source.DSN,
@@ -141,6 +194,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		Projector:        mapping.NewProjector(p.set),
 		Rows:             cdc.NewRowReader(pool),
 		Producer:         producer,
+		Backfills:        backfills,
 		SourceName:       cfg.Source.Name,
 		ShutdownTimeout:  cfg.ShutdownTimeout,
 		ProgressInterval: cfg.Log.ProgressInterval,
@@ -153,13 +207,136 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) (err error) {
 		}
 		mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 		var wg sync.WaitGroup
-		wg.Go(func() { serveMetrics(mctx, ln, pl.Stats, log) })
+		wg.Go(func() { serveMetrics(mctx, ln, pl.Stats, backfills.Jobs, log) })
 		defer wg.Wait()
 		defer stopMetrics()
 		log.Info("serving metrics", "addr", ln.Addr().String())
 	}
 	log.Info("streaming", "slot", cfg.Source.Slot, "lsn", res.ConfirmedLSN, "entities", len(p.set.Mappings))
-	return pl.Run(ctx)
+
+	// The stream and the backfills run together; a backfill that fails
+	// for good stops the stream cleanly, and its error is the bridge's.
+	streamCtx, stopStream := context.WithCancel(ctx)
+	defer stopStream()
+	bfCtx, stopBackfills := context.WithCancel(ctx)
+	bfErr := make(chan error, 1)
+	go func() {
+		err := backfills.Run(bfCtx)
+		if err != nil {
+			log.Error("backfill failed; stopping", "err", err)
+			stopStream()
+		}
+		bfErr <- err
+	}()
+	err = pl.Run(streamCtx)
+	stopBackfills()
+	if e := <-bfErr; e != nil && err == nil {
+		err = e
+	}
+	return err
+}
+
+// planSnapshot saves the job the bridge runs when it creates its slot:
+// the initial snapshot, or, when the topics already hold data, the full
+// backfill with reconcile that --recover-slot asks for. Without that flag
+// topics with data and no slot are refused: the changes made since the
+// slot went missing are lost.
+func planSnapshot(ctx context.Context, cfg *Config, p *prepared, producer *publish.Producer, store snapshot.Store, lost, recover bool, log *slog.Logger) error {
+	jobs, err := store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	var held []string
+	for _, t := range p.topics {
+		ends, err := producer.EndOffsets(ctx, t)
+		if err != nil {
+			return err
+		}
+		var n int64
+		for _, e := range ends {
+			n += e
+		}
+		if n > 0 {
+			held = append(held, fmt.Sprintf("%s (%d records)", t, n))
+		}
+	}
+	state := "does not exist"
+	if lost {
+		state = "has lost WAL it needed (wal_status = lost)"
+	}
+	if !recover {
+		if len(held) > 0 || lost {
+			return &ConfigError{fmt.Errorf("replication slot %q %s, but the topics already hold data: %s. The changes made since the slot was lost were never published, and a new slot would hide that. "+
+				"Run bridge run --recover-slot to create the slot again and rebuild every topic from the tables: a full backfill that also tombstones the keys whose rows are gone",
+				cfg.Source.Slot, state, strings.Join(held, ", "))}
+		}
+		if cfg.Snapshot.Mode != "initial" {
+			return nil
+		}
+		for _, j := range jobs {
+			if j.Reason == snapshot.Initial && j.State == snapshot.Running {
+				return nil // saved by a start that stopped before creating the slot
+			}
+		}
+	}
+	reason := snapshot.Initial
+	if recover {
+		reason = snapshot.Recovered
+	}
+	id := fmt.Sprintf("%s-%s", reason, time.Now().UTC().Format("20060102T150405.000Z"))
+	j, err := snapshot.Prepare(ctx, snapshot.Options{Set: p.set, Kafka: producer, Store: store}, id, reason, nil, recover)
+	if err != nil {
+		return err
+	}
+	log.Info("planned backfill for the new slot", "job", j.ID, "reason", j.Reason, "entities", len(j.Entities), "reconcile", j.Reconcile)
+	return nil
+}
+
+// checkBackfills refuses what backfills cannot do before anything is
+// created: watermarks need PostgreSQL 14 (pgoutput's messages), and a
+// snapshot about to be planned needs every table to have a chunk key.
+func checkBackfills(ctx context.Context, cfg *Config, p *prepared, conn *pgx.Conn, newSlot bool) error {
+	var version int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		return fmt.Errorf("read server version: %w", err)
+	}
+	var tombstone []string
+	for _, m := range p.set.Mappings {
+		if m.OnTruncate == mapping.TruncateTombstone {
+			tombstone = append(tombstone, m.File)
+		}
+	}
+	if version < 140000 && (cfg.Snapshot.Mode == "initial" || len(tombstone) > 0) {
+		return &ConfigError{fmt.Errorf("PostgreSQL %d.%d cannot carry backfill watermarks (pgoutput sends logical decoding messages from PostgreSQL 14): set snapshot.mode: never, and on_truncate: fail or ignore in %s",
+			version/10000, version%10000/100, strings.Join(tombstone, ", "))}
+	}
+	if !newSlot || cfg.Snapshot.Mode != "initial" {
+		return nil
+	}
+	var problems []string
+	for _, m := range p.set.Mappings {
+		if _, err := snapshot.ChunkKey(ctx, conn, m.Table, m.Key); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", m.File, err))
+		}
+	}
+	if len(problems) > 0 {
+		return &ConfigError{fmt.Errorf("the initial snapshot cannot read every mapped table (set snapshot.mode: never to start without it):\n  %s", strings.Join(problems, "\n  "))}
+	}
+	return nil
+}
+
+// newPool opens a pool with the stream's text format and extra settings.
+func newPool(ctx context.Context, dsn string, conns int32, params map[string]string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, &ConfigError{fmt.Errorf("source.dsn: %w", err)}
+	}
+	cfg.MaxConns = conns
+	cdc.SetTextFormat(cfg.ConnConfig.RuntimeParams)
+	for k, v := range params {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
 // setupOptions describes the publication and slot the configuration asks
@@ -296,6 +473,14 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	for _, n := range res.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
+	for _, t := range p.set.Tables() {
+		m := p.set.OfTable(t)[0]
+		if cols, err := snapshot.ChunkKey(ctx, conn, t, m.Key); err != nil {
+			fmt.Fprintf(w, "note: %v\n", err)
+		} else {
+			fmt.Fprintf(w, "table %s: backfills read it in the order of (%s)\n", t, strings.Join(cols, ", "))
+		}
+	}
 
 	producer, err := newProducer(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -304,7 +489,8 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	defer producer.Close()
 	kctx, cancel := context.WithTimeout(ctx, kafkaCheckTimeout)
 	defer cancel()
-	missing, err := producer.CheckTopics(kctx, p.topics)
+	topics := append(slices.Clone(p.topics), cfg.progressTopic())
+	missing, err := producer.CheckTopics(kctx, topics)
 	var te *publish.TopicError
 	switch {
 	case errors.As(err, &te):
@@ -315,5 +501,6 @@ func Check(ctx context.Context, cfg *Config, w io.Writer) error {
 	for _, t := range p.topics {
 		say(slices.Contains(missing, t), "topic", t)
 	}
+	say(slices.Contains(missing, cfg.progressTopic()), "backfill progress topic", cfg.progressTopic())
 	return nil
 }

@@ -32,7 +32,7 @@ func TestTopicErrorCreatesNoSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	err = Run(ctx, e.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	err = Run(ctx, e.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), RunOptions{})
 	var ce *ConfigError
 	if !errors.As(err, &ce) {
 		t.Fatalf("Run with an uncompacted topic = %v, want a ConfigError", err)
@@ -55,7 +55,7 @@ func TestStopWhileWaitingForKafka(t *testing.T) {
 	defer cancel()
 	logs := &lockedBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, e.cfg, slog.New(slog.NewTextHandler(logs, nil))) }()
+	go func() { done <- Run(ctx, e.cfg, slog.New(slog.NewTextHandler(logs, nil)), RunOptions{}) }()
 	if err := testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
 		return strings.Contains(logs.String(), "kafka not reachable"), "the bridge does not wait for Kafka yet", nil
 	}); err != nil {
