@@ -42,7 +42,9 @@ type usage struct {
 }
 
 // bridgeConfig is the bridge's configuration for one workload. The slot
-// and the publication exist already; the bridge creates its topic.
+// and the publication exist already; the bridge creates its topic. It
+// publishes changes only: the rows that existed before the slot are not
+// part of a stream workload.
 const bridgeConfig = `source:
   dsn: %q
   slot: %s
@@ -54,6 +56,8 @@ kafka:
   brokers: [%q]
   topic_defaults: {partitions: %d}
 mappings: [%q]
+snapshot:
+  mode: never
 metrics:
   listen: %q
 log:
