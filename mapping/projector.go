@@ -492,13 +492,9 @@ func mergeUnchanged(row, old []cdc.Value) []cdc.Value {
 
 // emit appends a record whose bytes are a fresh copy of key and value.
 func (p *Projector) emit(b *bound, key, value []byte, out []Record) []Record {
-	// Appending to the clipped key copies both into one new array that,
-	// unlike one from make, is not zeroed first: the value is most of a
-	// record's bytes.
-	buf := append(key[:len(key):len(key)], value...)
-	if len(value) == 0 {
-		buf = bytes.Clone(key) // the append above copied nothing
-	}
+	// Join copies both into one new array that, unlike one from make, is
+	// not zeroed first: the value is most of a record's bytes.
+	buf := bytes.Join([][]byte{key, value}, nil)
 	r := Record{Topic: b.m.Topic, Entity: b.m.Entity, Key: buf[:len(key):len(key)]}
 	if value != nil {
 		r.Value = buf[len(key):]
