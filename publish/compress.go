@@ -15,6 +15,10 @@ import (
 // it takes 1.7 times as long for the same ratio.
 type lz4Compressor struct{ writers sync.Pool }
 
+// NewCompressor returns the compressor the Producer gives franz-go
+// (kgo.WithCompressor): LZ4 with 64 KB blocks and no content checksum.
+func NewCompressor() kgo.Compressor { return newLZ4Compressor() }
+
 func newLZ4Compressor() *lz4Compressor {
 	c := &lz4Compressor{}
 	c.writers.New = func() any {

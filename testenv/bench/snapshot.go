@@ -102,7 +102,7 @@ func (e *env) project(ctx context.Context, mappingFile string) ([]keyValue, erro
 
 // rawProduce writes recs to t's topic with a franz-go client configured as
 // package publish configures the bridge's (acks from all in-sync replicas,
-// idempotent, 5ms linger, 10,000 buffered records, LZ4), with headers of
+// idempotent, 5ms linger, 10,000 buffered records, its LZ4), with headers of
 // the size the bridge writes, and returns the time from the first produce
 // to the last acknowledgement.
 func (e *env) rawProduce(ctx context.Context, t table, recs []keyValue) (time.Duration, error) {
@@ -122,7 +122,7 @@ func (e *env) rawProduce(ctx context.Context, t table, recs []keyValue) (time.Du
 		kgo.MaxBufferedRecords(10000),
 		kgo.MaxBufferedBytes(64<<20),
 		kgo.ProducerBatchMaxBytes(8<<20),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.WithCompressor(publish.NewCompressor()),
 	)
 	if err != nil {
 		return 0, fmt.Errorf("kafka producer: %w", err)
