@@ -5,16 +5,17 @@
 // workload together with its ceiling, in the same run, on the same data:
 //
 //   - stream-insert, stream-update, stream-mixed, stream-wide and big-txn
-//     write a workload while no one reads it, between two replication
-//     slots created before it. PostgreSQL's own pg_recvlogical (pgoutput,
-//     the same publication) drains the ceiling's slot to /dev/null, then
-//     the bridge drains its own slot, over exactly the same WAL range.
+//     write a workload while no one reads it, after the replication slots
+//     of both sides were created. PostgreSQL's own pg_recvlogical
+//     (pgoutput, the same publication) drains its slot to /dev/null, then
+//     the bridge drains its own, over exactly the same WAL range.
 //   - snapshot measures its two ceilings, COPY ... TO STDOUT of the table
 //     and a raw franz-go producer writing as many records of the same size
-//     to the same broker; the bridge side waits for snapshots.
+//     to the same broker; the bridge's own snapshot is not measured yet.
 //   - latency holds an offered load for a while with the bridge streaming
 //     and reports commit-to-Kafka percentiles.
 //
+// docs/benchmarks.md describes the method and holds the latest results.
 // Run it from the repository: go run ./testenv/bench -h
 package main
 
@@ -39,21 +40,27 @@ It starts a throwaway PostgreSQL and an embedded Kafka-protocol broker, builds
 the bridge (cmd/bridge) and runs it as a separate process. Every workload is
 measured together with its ceiling, in the same run, on the same data:
 
-  stream-insert   narrow rows inserted in -txn-rows transactions
-  stream-update   updates of as many narrow rows, -txn-rows per transaction
-  stream-mixed    inserts, updates and deletes 60/30/10, -txn-rows per transaction
-  stream-wide     -wide-rows rows of about 2 KB across 20 columns
+  stream-insert   -rows narrow rows (a bigint key, two short texts, a numeric
+                  and a timestamptz) inserted, -txn-rows per transaction
+  stream-update   -rows updates of those rows, -txn-rows per transaction
+  stream-mixed    -rows inserts, updates and deletes, 60/30/10 in every
+                  transaction of -txn-rows
+  stream-wide     -wide-rows rows of about 2 KB across 20 columns of mixed
+                  types inserted, -txn-rows per transaction
   big-txn         -rows narrow rows inserted in one transaction
-                  ceiling of all five: pg_recvlogical (pgoutput, same
+                  ceiling of these five: pg_recvlogical (pgoutput, the same
                   publication) draining the same WAL range to /dev/null
-  snapshot        initial snapshot of -rows pre-existing rows; ceiling: the
-                  slower of COPY ... TO STDOUT of the table and a raw franz-go
-                  producer writing as many records of the same size
-  latency         -rates offered loads held for -latency-for each; commit
-                  time to Kafka, p50/p95/p99
+  snapshot        -rows pre-existing rows; ceiling: the slower of COPY ... TO
+                  STDOUT of the table and a raw franz-go producer writing as
+                  many records of the same size (the bridge side is not
+                  measured yet)
+  latency         each of -rates held for -latency-for with the bridge
+                  streaming; p50/p95/p99 from commit to Kafka
 
 For each: rows/s end to end, the ratio to the ceiling, the bridge's CPU
-seconds per million rows and its peak RSS. Run from the repository:
+seconds per million rows and its peak RSS; for the stream workloads also
+where the CPU of each drain went. docs/benchmarks.md describes the method.
+Run from the repository:
 
   go run ./testenv/bench [flags]
 
