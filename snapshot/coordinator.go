@@ -117,6 +117,9 @@ type window struct {
 	id    uint64
 	table cdc.TableName // a chunk's table
 	topic string        // a reconcile pass's topic
+	// A reconcile pass notes only the keys of its bucket, so that what it
+	// holds stays within its share of the key space.
+	pass, passes int
 
 	opened chan struct{} // closed when the stream reached the low watermark
 	isOpen bool
@@ -252,7 +255,7 @@ func (c *Coordinator) Published(topic string, key []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, w := range c.windows {
-		if w.isOpen && w.topic == topic {
+		if w.isOpen && w.topic == topic && bucket(key, w.passes) == w.pass {
 			w.seen[string(key)] = struct{}{}
 		}
 	}
