@@ -464,3 +464,53 @@ func TestBackfillAfterNarrowedFilter(t *testing.T) {
 	}
 	t.Log(out.String())
 }
+
+// TestSlotLostWAL lets the slot of a stopped bridge lose WAL it needed
+// (wal_status = lost, past max_slot_wal_keep_size): the next start
+// refuses; with RecoverSlot it drops the slot, creates it again and
+// rebuilds the topics.
+func TestSlotLostWAL(t *testing.T) {
+	e := newEnv(t)
+	e.seed(300)
+	r := e.start()
+	e.waitJobs()
+	e.waitConverged()
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`)
+	e.exec(`SELECT pg_reload_conf()`)
+	t.Cleanup(func() {
+		e.exec(`ALTER SYSTEM RESET max_slot_wal_keep_size`)
+		e.exec(`SELECT pg_reload_conf()`)
+	})
+	e.exec(`DELETE FROM legacy.ord_hdr WHERE ord_no <= 50`) // a change the slot will lose
+	status := `SELECT coalesce((SELECT wal_status FROM pg_replication_slots WHERE slot_name = '` + e.db + `'), 'missing')`
+	err := testenv.Eventually(context.Background(), time.Minute, func(context.Context) (bool, string, error) {
+		for range 3 {
+			e.exec(`CREATE TEMP TABLE filler AS SELECT g FROM generate_series(1, 10000) g; DROP TABLE filler; SELECT pg_switch_wal()`)
+		}
+		e.exec(`CHECKPOINT`)
+		s := e.queryString(status)
+		return s == "lost", "wal_status " + s, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	err = Run(context.Background(), e.cfg, log, RunOptions{})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "wal_status = lost") || !strings.Contains(err.Error(), "--recover-slot") {
+		t.Fatalf("start with a lost slot: err = %v, want a ConfigError saying so and naming --recover-slot", err)
+	}
+	e.startWith(RunOptions{RecoverSlot: true})
+	jobs := e.waitJobs()
+	e.waitConverged()
+	if last := jobs[len(jobs)-1]; last.Reason != snapshot.Recovered || last.Tombstones < 50 {
+		t.Errorf("last job %s (%s): %d tombstones, want a recover job with the 50 deleted orders among them", last.ID, last.Reason, last.Tombstones)
+	}
+	if s := e.queryString(status); s == "lost" || s == "missing" {
+		t.Errorf("after recovery the slot is %s", s)
+	}
+}
