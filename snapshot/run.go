@@ -23,6 +23,10 @@ type jobRun struct {
 	started time.Time
 	// rows read at start, per table, for the rate.
 	base map[string]int64
+	// cancel ends the running job; cancelled is set by a cancel that came
+	// before it ran.
+	cancel    context.CancelCauseFunc
+	cancelled bool
 }
 
 // snapshot returns a copy of the job as it stands.

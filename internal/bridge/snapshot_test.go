@@ -514,3 +514,50 @@ func TestSlotLostWAL(t *testing.T) {
 		t.Errorf("after recovery the slot is %s", s)
 	}
 }
+
+// TestBackfillCancel cancels a running backfill: the job ends as
+// cancelled, part way, and the bridge goes on streaming.
+func TestBackfillCancel(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "never"
+	e.cfg.Snapshot.ChunkSize = 5
+	e.cfg.Snapshot.Workers = 1
+	e.seed(5000)
+	e.start()
+	var out bytes.Buffer
+	if err := Backfill(context.Background(), e.cfg, BackfillOptions{Entities: []string{"order"}, NoWait: true}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	err := testenv.Eventually(context.Background(), time.Minute, func(context.Context) (bool, string, error) {
+		for _, j := range e.jobs() {
+			if id = j.ID; j.Rows > 100 {
+				return true, "", nil
+			}
+		}
+		return false, "the backfill has not started", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := Backfill(context.Background(), e.cfg, BackfillOptions{Cancel: id}, &out); err != nil {
+		t.Fatalf("cancel: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), id+" cancelled after") {
+		t.Errorf("output lacks the cancel summary:\n%s", out.String())
+	}
+	j := e.jobs()[0]
+	if !snapshot.Cancelled(j) || j.Rows >= 5000 {
+		t.Errorf("job %s: state %s (%s), %d rows; want cancelled part way", j.ID, j.State, j.Error, j.Rows)
+	}
+	// The stream goes on.
+	e.exec(`UPDATE legacy.ord_hdr SET stat_cd = 'XX' WHERE ord_no = 4999`)
+	err = testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
+		v, _ := lastValue(e.read("order"), "4999")
+		return strings.Contains(string(v), `"status":"XX"`), "order 4999 not updated in the topic", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
