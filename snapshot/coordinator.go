@@ -117,6 +117,9 @@ type window struct {
 	id    uint64
 	table cdc.TableName // a chunk's table
 	topic string        // a reconcile pass's topic
+	// A reconcile pass notes only the keys of its bucket, so that what it
+	// holds stays within its share of the key space.
+	pass, passes int
 
 	opened chan struct{} // closed when the stream reached the low watermark
 	isOpen bool
@@ -252,7 +255,7 @@ func (c *Coordinator) Published(topic string, key []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, w := range c.windows {
-		if w.isOpen && w.topic == topic {
+		if w.isOpen && w.topic == topic && bucket(key, w.passes) == w.pass {
 			w.seen[string(key)] = struct{}{}
 		}
 	}
@@ -278,6 +281,11 @@ func (c *Coordinator) Mark(ctx context.Context, ch *cdc.Change, flush func(conte
 			return nil, nil
 		}
 		return nil, c.request(ctx, *m.Request)
+	case kindCancel:
+		if m.Request != nil {
+			c.cancelJob(m.Request.ID)
+		}
+		return nil, nil
 	case kindLow, kindHigh:
 		if m.Run != c.run {
 			return nil, nil // a watermark of an earlier run of the bridge
@@ -567,13 +575,61 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			c.mu.Unlock()
 			for _, jr := range queued {
 				wg.Go(func() {
-					if err := c.runJob(ctx, jr); err != nil && ctx.Err() == nil {
+					if err := c.runCancellable(ctx, jr); err != nil && ctx.Err() == nil {
 						cancel(err)
 					}
 				})
 			}
 		}
 	}
+}
+
+// errCancelled ends a job cancelled with bridge backfill --cancel.
+var errCancelled = errors.New("cancelled with bridge backfill --cancel")
+
+// Cancelled reports whether j ended because it was cancelled.
+func Cancelled(j *Job) bool { return j.State == Failed && j.Error == errCancelled.Error() }
+
+// cancelJob cancels a job that is not finished; it does not block.
+func (c *Coordinator) cancelJob(id string) {
+	c.mu.Lock()
+	jr := c.jobs[id]
+	c.mu.Unlock()
+	if jr == nil {
+		c.log.Warn("backfill cancel: no such job", "job", id)
+		return
+	}
+	jr.mu.Lock()
+	defer jr.mu.Unlock()
+	if jr.job.finished() {
+		return
+	}
+	jr.cancelled = true
+	if jr.cancel != nil {
+		jr.cancel(errCancelled)
+	}
+}
+
+// runCancellable runs a job that cancelJob can end: a cancelled job is
+// saved as failed, and the bridge goes on.
+func (c *Coordinator) runCancellable(ctx context.Context, jr *jobRun) error {
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jr.mu.Lock()
+	jr.cancel = cancel
+	if jr.cancelled {
+		cancel(errCancelled)
+	}
+	jr.mu.Unlock()
+	err := c.runJob(jctx, jr)
+	if !errors.Is(context.Cause(jctx), errCancelled) || ctx.Err() != nil {
+		return err
+	}
+	jr.mu.Lock()
+	jr.job.State, jr.job.Error, jr.job.Finished = Failed, errCancelled.Error(), time.Now().UTC()
+	jr.mu.Unlock()
+	c.log.Warn("backfill cancelled", "job", jr.job.ID)
+	return c.save(ctx, jr)
 }
 
 // Jobs returns a copy of every job the Coordinator knows, oldest first.

@@ -18,6 +18,7 @@ const (
 	kindLow     = "low"
 	kindHigh    = "high"
 	kindRequest = "request"
+	kindCancel  = "cancel"
 )
 
 // mark is the content of a message. Slot names the bridge it is for: every
@@ -31,7 +32,8 @@ type mark struct {
 	Request *Request `json:"request,omitempty"`
 }
 
-// Request asks the bridge streaming from Slot for a backfill.
+// Request asks the bridge streaming from Slot for a backfill; in a cancel,
+// ID is the job's.
 type Request struct {
 	ID        string   `json:"id"`
 	Entities  []string `json:"entities"`
@@ -62,5 +64,13 @@ func emit(ctx context.Context, db Execer, m mark) (string, error) {
 // now if it is running, or when it next starts.
 func RequestBackfill(ctx context.Context, db Execer, slot string, r Request) error {
 	_, err := emit(ctx, db, mark{Slot: slot, Kind: kindRequest, Request: &r})
+	return err
+}
+
+// CancelBackfill writes into the WAL a request to cancel the job id of the
+// bridge streaming from slot. The job ends as failed; what it published
+// stays.
+func CancelBackfill(ctx context.Context, db Execer, slot, id string) error {
+	_, err := emit(ctx, db, mark{Slot: slot, Kind: kindCancel, Request: &Request{ID: id}})
 	return err
 }

@@ -23,6 +23,10 @@ type jobRun struct {
 	started time.Time
 	// rows read at start, per table, for the rate.
 	base map[string]int64
+	// cancel ends the running job; cancelled is set by a cancel that came
+	// before it ran.
+	cancel    context.CancelCauseFunc
+	cancelled bool
 }
 
 // snapshot returns a copy of the job as it stands.
@@ -323,7 +327,9 @@ func (c *Coordinator) reconcile(ctx context.Context, jr *jobRun, topic string, t
 func (c *Coordinator) pass(ctx context.Context, topic string, starts []int64, pass, passes int, info tombInfo) (int, error) {
 	for {
 		w := c.newWindow(cdc.TableName{}, topic, nil)
-		w.tomb = info
+		c.mu.Lock()
+		w.tomb, w.pass, w.passes = info, pass, passes
+		c.mu.Unlock()
 		if _, err := emit(ctx, c.o.Pool, mark{Slot: c.o.Slot, Kind: kindLow, Run: c.run, Window: w.id}); err != nil {
 			c.drop(w)
 			return 0, err

@@ -47,6 +47,8 @@ Usage:
                                   their topics while it streams, and follow it
       --reconcile=false           do not tombstone keys the tables no longer hold
       --no-wait                   return once the request is written
+  bridge backfill --config FILE --cancel JOB
+                                  cancel a backfill; what it published stays
   bridge backfill --config FILE   follow the running backfills (the initial snapshot)
   bridge version
 
@@ -94,6 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var entities []string
 	var recoverSlot, reconcile, noWait bool
 	var cpuProfile, memProfile string
+	var cancelJob string
 	switch cmd {
 	case "run":
 		fs.BoolVar(&recoverSlot, "recover-slot", false, "recreate a missing or lost slot whose topics hold data and rebuild the topics from the tables")
@@ -106,6 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		})
 		fs.BoolVar(&reconcile, "reconcile", true, "also tombstone the keys whose rows are gone or outside the filter")
 		fs.BoolVar(&noWait, "no-wait", false, "return once the request is written")
+		fs.StringVar(&cancelJob, "cancel", "", "cancel the backfill `job` with this ID (as bridge backfill prints it)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -138,7 +142,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = bridge.Check(ctx, cfg, stdout)
 	case "backfill":
 		err = bridge.Backfill(ctx, cfg, bridge.BackfillOptions{
-			Entities: entities, Reconcile: reconcile, NoWait: noWait, TTY: isTerminal(stdout),
+			Entities: entities, Reconcile: reconcile, Cancel: cancelJob, NoWait: noWait, TTY: isTerminal(stdout),
 		}, stdout)
 	default:
 		stopProfiles, perr := startProfiles(cpuProfile, memProfile)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -127,8 +128,8 @@ func (l logWriter) Write(p []byte) (int, error) {
 
 // workload runs random inserts, updates, key changes, soft and hard
 // deletes of customers and orders, one transaction at a time, until ctx
-// ends or n transactions are done.
-func workload(ctx context.Context, dsn string, seed uint64, n int, done chan<- int) error {
+// ends or n transactions are done, counting them in done.
+func workload(ctx context.Context, dsn string, seed uint64, n int, done *atomic.Int64) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return err
@@ -161,10 +162,7 @@ func workload(ctx context.Context, dsn string, seed uint64, n int, done chan<- i
 		if err := tx.Commit(ctx); err != nil {
 			return err
 		}
-		select {
-		case done <- i + 1:
-		default:
-		}
+		done.Add(1)
 	}
 	return nil
 }
@@ -180,22 +178,25 @@ func TestKill9Converges(t *testing.T) {
 
 	first := w.start(t, bin)
 	const total = 600
-	progress := make(chan int, 1)
+	var progress atomic.Int64
 	werr := make(chan error, 1)
-	go func() { werr <- workload(ctx, w.dsn, 42, total, progress) }()
+	go func() { werr <- workload(ctx, w.dsn, 42, total, &progress) }()
 
 	// Kill once a third of the transactions are written and the bridge has
 	// published some of them.
 	var killedAt string
-	written := 0
 	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) (bool, string, error) {
 		msgs, err := testenv.ReadTopic(ctx, w.broker.Addrs(), "crm.customer.v1")
 		if err != nil {
 			return false, "", err
 		}
+		written := int(progress.Load())
 		select {
-		case n := <-progress: // the latest count; the channel holds one
-			written = n
+		case err := <-werr:
+			if err != nil {
+				return false, "", fmt.Errorf("workload: %w", err)
+			}
+			werr <- nil
 		default:
 		}
 		if written == 0 {

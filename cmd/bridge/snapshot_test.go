@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,9 +40,9 @@ func TestKill9DuringSnapshot(t *testing.T) {
 	}
 
 	first := w.start(t, bin)
-	progress := make(chan int, 1)
+	var progress atomic.Int64
 	werr := make(chan error, 1)
-	go func() { werr <- workload(ctx, w.dsn, 7, 300, progress) }()
+	go func() { werr <- workload(ctx, w.dsn, 7, 300, &progress) }()
 
 	var before *snapshot.Job
 	if err := testenv.Eventually(ctx, time.Minute, func(ctx context.Context) (bool, string, error) {

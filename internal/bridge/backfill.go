@@ -26,6 +26,8 @@ type BackfillOptions struct {
 	// Reconcile also tombstones the keys the topic holds that the
 	// backfill did not write and the stream did not touch meanwhile.
 	Reconcile bool
+	// Cancel, a job ID, asks the bridge to cancel that job instead.
+	Cancel string
 	// NoWait returns once the request is written.
 	NoWait bool
 	// TTY redraws the progress in place instead of printing lines.
@@ -59,7 +61,13 @@ func Backfill(ctx context.Context, cfg *Config, o BackfillOptions, out io.Writer
 	}
 
 	var id string
-	if len(o.Entities) > 0 {
+	switch {
+	case o.Cancel != "":
+		if err := cancelJob(ctx, cfg, o.Cancel, out); err != nil || o.NoWait {
+			return err
+		}
+		id = o.Cancel
+	case len(o.Entities) > 0:
 		id, err = request(ctx, cfg, set, o, out)
 		if err != nil || o.NoWait {
 			return err
@@ -113,6 +121,20 @@ func request(ctx context.Context, cfg *Config, set *mapping.Set, o BackfillOptio
 		fmt.Fprintf(out, "note: no bridge is streaming from slot %q now; the request waits in the WAL and runs when the bridge starts\n", cfg.Source.Slot)
 	}
 	return "backfill-" + id, nil
+}
+
+// cancelJob writes a request to cancel job id into the WAL.
+func cancelJob(ctx context.Context, cfg *Config, id string, out io.Writer) error {
+	conn, err := pgx.Connect(ctx, cfg.Source.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := snapshot.CancelBackfill(ctx, conn, cfg.Source.Slot, id); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "requested the cancel of %s; what it published stays\n", id)
+	return nil
 }
 
 // watch follows the job id, or with id empty every job running when it
@@ -230,6 +252,10 @@ func summary(jobs []*snapshot.Job, out io.Writer) error {
 	var failed []string
 	for _, j := range jobs {
 		took := j.Finished.Sub(j.Created).Round(time.Millisecond)
+		if snapshot.Cancelled(j) {
+			fmt.Fprintf(out, "%s cancelled after %s: %d rows published, %d tombstones\n", j.ID, took, j.Rows, j.Tombstones)
+			continue
+		}
 		if j.State == snapshot.Failed {
 			fmt.Fprintf(out, "%s failed after %s: %s\n", j.ID, took, j.Error)
 			failed = append(failed, j.ID)

@@ -464,3 +464,100 @@ func TestBackfillAfterNarrowedFilter(t *testing.T) {
 	}
 	t.Log(out.String())
 }
+
+// TestSlotLostWAL lets the slot of a stopped bridge lose WAL it needed
+// (wal_status = lost, past max_slot_wal_keep_size): the next start
+// refuses; with RecoverSlot it drops the slot, creates it again and
+// rebuilds the topics.
+func TestSlotLostWAL(t *testing.T) {
+	e := newEnv(t)
+	e.seed(300)
+	r := e.start()
+	e.waitJobs()
+	e.waitConverged()
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`)
+	e.exec(`SELECT pg_reload_conf()`)
+	t.Cleanup(func() {
+		e.exec(`ALTER SYSTEM RESET max_slot_wal_keep_size`)
+		e.exec(`SELECT pg_reload_conf()`)
+	})
+	e.exec(`DELETE FROM legacy.ord_hdr WHERE ord_no <= 50`) // a change the slot will lose
+	status := `SELECT coalesce((SELECT wal_status FROM pg_replication_slots WHERE slot_name = '` + e.db + `'), 'missing')`
+	err := testenv.Eventually(context.Background(), time.Minute, func(context.Context) (bool, string, error) {
+		for range 3 {
+			e.exec(`CREATE TEMP TABLE filler AS SELECT g FROM generate_series(1, 10000) g; DROP TABLE filler; SELECT pg_switch_wal()`)
+		}
+		e.exec(`CHECKPOINT`)
+		s := e.queryString(status)
+		return s == "lost", "wal_status " + s, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	err = Run(context.Background(), e.cfg, log, RunOptions{})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "wal_status = lost") || !strings.Contains(err.Error(), "--recover-slot") {
+		t.Fatalf("start with a lost slot: err = %v, want a ConfigError saying so and naming --recover-slot", err)
+	}
+	e.startWith(RunOptions{RecoverSlot: true})
+	jobs := e.waitJobs()
+	e.waitConverged()
+	if last := jobs[len(jobs)-1]; last.Reason != snapshot.Recovered || last.Tombstones < 50 {
+		t.Errorf("last job %s (%s): %d tombstones, want a recover job with the 50 deleted orders among them", last.ID, last.Reason, last.Tombstones)
+	}
+	if s := e.queryString(status); s == "lost" || s == "missing" {
+		t.Errorf("after recovery the slot is %s", s)
+	}
+}
+
+// TestBackfillCancel cancels a running backfill: the job ends as
+// cancelled, part way, and the bridge goes on streaming.
+func TestBackfillCancel(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "never"
+	e.cfg.Snapshot.ChunkSize = 5
+	e.cfg.Snapshot.Workers = 1
+	e.seed(5000)
+	e.start()
+	var out bytes.Buffer
+	if err := Backfill(context.Background(), e.cfg, BackfillOptions{Entities: []string{"order"}, NoWait: true}, &out); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	err := testenv.Eventually(context.Background(), time.Minute, func(context.Context) (bool, string, error) {
+		for _, j := range e.jobs() {
+			if id = j.ID; j.Rows > 100 {
+				return true, "", nil
+			}
+		}
+		return false, "the backfill has not started", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := Backfill(context.Background(), e.cfg, BackfillOptions{Cancel: id}, &out); err != nil {
+		t.Fatalf("cancel: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), id+" cancelled after") {
+		t.Errorf("output lacks the cancel summary:\n%s", out.String())
+	}
+	j := e.jobs()[0]
+	if !snapshot.Cancelled(j) || j.Rows >= 5000 {
+		t.Errorf("job %s: state %s (%s), %d rows; want cancelled part way", j.ID, j.State, j.Error, j.Rows)
+	}
+	// The stream goes on.
+	e.exec(`UPDATE legacy.ord_hdr SET stat_cd = 'XX' WHERE ord_no = 4999`)
+	err = testenv.Eventually(context.Background(), 30*time.Second, func(context.Context) (bool, string, error) {
+		v, _ := lastValue(e.read("order"), "4999")
+		return strings.Contains(string(v), `"status":"XX"`), "order 4999 not updated in the topic", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
