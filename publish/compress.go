@@ -12,7 +12,7 @@ import (
 // Java client does: 64 KB blocks and no checksum of the content (every
 // batch has a CRC of its own). franz-go's default compressor writes 4 MB
 // blocks, which do not fit in the CPU's caches, and checksums the content:
-// it takes 1.7 times as long for the same ratio.
+// it takes about 1.5 times as long for the same ratio (BenchmarkCompress).
 type lz4Compressor struct{ writers sync.Pool }
 
 // NewCompressor returns the compressor the Producer gives franz-go

@@ -10,7 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// testBatch is about 300 KB of JSON documents, compressible like real ones:
+// testBatch is about 130 KB of JSON documents, compressible like real ones:
 // field names and some values repeat, most values do not.
 func testBatch() []byte {
 	var b bytes.Buffer
