@@ -127,7 +127,7 @@ func (e *env) runWorkload(ctx context.Context, name string) ([]result, error) {
 	}
 	w, ok := streamWorkloads(e.o)[name]
 	if !ok {
-		return nil, fmt.Errorf("no such workload")
+		return nil, errors.New("no such workload")
 	}
 	r, err := e.stream(ctx, w)
 	return []result{r}, err

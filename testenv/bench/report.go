@@ -55,10 +55,16 @@ func (r result) cpuPerMillion() float64 {
 	return r.cpu.Seconds() / float64(r.rows) * 1e6
 }
 
+// summary is r on one line: every column but the workload that has a
+// value, with its name.
 func (r result) summary() string {
-	cells := r.cells()
-	return fmt.Sprintf("%s rows: bridge %s rows/s, %s %s rows/s, ratio %s, %s CPU s per M rows, peak RSS %s MiB, latency %s",
-		cells[1], cells[2], r.ceiling, cells[4], cells[5], cells[6], cells[7], cells[8])
+	var parts []string
+	for i, c := range r.cells()[1:] {
+		if c != "–" {
+			parts = append(parts, header[i+1]+" "+c)
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 var header = []string{"workload", "rows", "bridge rows/s", "ceiling", "ceiling rows/s", "ratio", "bridge CPU s / M rows", "bridge peak RSS MiB", "latency p50 / p95 / p99 ms"}
