@@ -9,9 +9,10 @@
 //     of both sides were created. PostgreSQL's own pg_recvlogical
 //     (pgoutput, the same publication) drains its slot to /dev/null, then
 //     the bridge drains its own, over exactly the same WAL range.
-//   - snapshot measures its two ceilings, COPY ... TO STDOUT of the table
-//     and a raw franz-go producer writing as many records of the same size
-//     to the same broker; the bridge's own snapshot is not measured yet.
+//   - snapshot runs the bridge's initial snapshot of a table of
+//     pre-existing rows, and measures its two ceilings, COPY ... TO STDOUT
+//     of the table and a raw franz-go producer writing as many records of
+//     the same size to the same broker.
 //   - latency holds an offered load for a while with the bridge streaming
 //     and reports commit-to-Kafka percentiles.
 //
@@ -50,10 +51,10 @@ measured together with its ceiling, in the same run, on the same data:
   big-txn         -rows narrow rows inserted in one transaction
                   ceiling of these five: pg_recvlogical (pgoutput, the same
                   publication) draining the same WAL range to /dev/null
-  snapshot        -rows pre-existing rows; ceiling: the slower of COPY ... TO
-                  STDOUT of the table and a raw franz-go producer writing as
-                  many records of the same size (the bridge side is not
-                  measured yet)
+  snapshot        the bridge's initial snapshot of -rows pre-existing rows;
+                  ceiling: the slower of COPY ... TO STDOUT of the table and
+                  a raw franz-go producer writing as many records of the
+                  same size
   latency         each of -rates held for -latency-for with the bridge
                   streaming; p50/p95/p99 from commit to Kafka
 

@@ -17,14 +17,16 @@ import (
 	"github.com/statefeed/statefeed/testenv"
 )
 
-// snapshot measures the two ceilings of an initial snapshot of a table of
-// pre-existing rows: reading the table (COPY ... TO STDOUT) and writing as
-// many records of the same size to the same broker (a raw franz-go
+// snapshot measures the initial snapshot of a table of pre-existing rows
+// and its two ceilings: reading the table (COPY ... TO STDOUT) and writing
+// as many records of the same size to the same broker (a raw franz-go
 // producer, configured like the bridge's). The slower of the two bounds a
-// snapshot. The bridge's own snapshot is not measured yet.
+// snapshot. The bridge creates its slot, takes the snapshot with its
+// defaults, and is measured from the start of its stream to the moment
+// Kafka acknowledged one record per row.
 func (e *env) snapshot(ctx context.Context) (res result, err error) {
 	t := newTable("snapshot", narrow)
-	res = result{workload: t.name, rows: e.o.rows, notMeasured: "not measured: the bench does not run the bridge's snapshot yet"}
+	res = result{workload: t.name, rows: e.o.rows}
 	conn, err := e.connect(ctx)
 	if err != nil {
 		return res, err
@@ -34,7 +36,15 @@ func (e *env) snapshot(ctx context.Context) (res result, err error) {
 	if err != nil {
 		return res, err
 	}
-	defer func() { err = errors.Join(err, e.cleanup(ctx, conn, t)) }()
+	const slot = "bench_bridge_snapshot"
+	defer func() {
+		err = errors.Join(err, e.cleanup(ctx, conn, t, slot))
+		for _, topic := range []string{rawTopic(t), progressTopic(slot)} {
+			if derr := e.deleteTopic(context.WithoutCancel(ctx), topic); derr != nil && !isUnknownTopic(derr) {
+				err = errors.Join(err, derr)
+			}
+		}
+	}()
 	if err := t.insertRows(ctx, conn, 1, e.o.rows); err != nil {
 		return res, err
 	}
@@ -48,6 +58,21 @@ func (e *env) snapshot(ctx context.Context) (res result, err error) {
 		return res, fmt.Errorf("copy %s to stdout: %w", t.qualified(), err)
 	}
 	copyRate := float64(e.o.rows) / time.Since(start).Seconds()
+
+	b, err := e.startBridge(ctx, t.name, t.publication(), slot, mappingFile, true)
+	if err != nil {
+		return res, err
+	}
+	acked, waitErr := b.waitPublished(ctx, int64(e.o.rows))
+	u, stopErr := b.stop()
+	if err := errors.Join(waitErr, stopErr); err != nil {
+		return res, err
+	}
+	if err := e.checkTopic(ctx, t.topic(), int64(e.o.rows)); err != nil {
+		return res, err
+	}
+	res.setBridge(e.o.rows, acked.Sub(b.streaming), u)
+	e.say("  bridge snapshot: %s rows/s", thousands(res.rate))
 
 	recs, err := e.project(ctx, mappingFile)
 	if err != nil {
@@ -66,6 +91,14 @@ func (e *env) snapshot(ctx context.Context) (res result, err error) {
 	res.ceiling = fmt.Sprintf("slower of COPY TO STDOUT (%s rows/s) and a raw producer (%s rows/s)", thousands(copyRate), thousands(produceRate))
 	return res, nil
 }
+
+// rawTopic is where the raw producer writes: the bridge has written the
+// table's topic already.
+func rawTopic(t table) string { return t.topic() + ".raw" }
+
+// progressTopic is the bridge's backfill progress topic for slot, as its
+// configuration defaults it (source.name is the database's name).
+func progressTopic(slot string) string { return "statefeed.backfills." + database + "." + slot }
 
 // keyValue is one record's key and value.
 type keyValue struct{ key, value []byte }
@@ -108,12 +141,12 @@ func (e *env) project(ctx context.Context, mappingFile string) ([]keyValue, erro
 func (e *env) rawProduce(ctx context.Context, t table, recs []keyValue) (time.Duration, error) {
 	compact, maxBytes := "compact", strconv.Itoa(8<<20)
 	created, err := e.adm.CreateTopic(ctx, int32(e.o.partitions), -1,
-		map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes}, t.topic())
+		map[string]*string{"cleanup.policy": &compact, "max.message.bytes": &maxBytes}, rawTopic(t))
 	if err == nil {
 		err = created.Err
 	}
 	if err != nil {
-		return 0, fmt.Errorf("create topic %s: %w", t.topic(), err)
+		return 0, fmt.Errorf("create topic %s: %w", rawTopic(t), err)
 	}
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(e.broker.Addrs()...),
@@ -141,14 +174,14 @@ func (e *env) rawProduce(ctx context.Context, t table, recs []keyValue) (time.Du
 	}
 	start := time.Now()
 	for _, r := range recs {
-		cl.Produce(ctx, &kgo.Record{Topic: t.topic(), Key: r.key, Value: r.value, Headers: headers}, done)
+		cl.Produce(ctx, &kgo.Record{Topic: rawTopic(t), Key: r.key, Value: r.value, Headers: headers}, done)
 	}
 	if err := cl.Flush(ctx); err != nil {
 		return 0, fmt.Errorf("flush the producer: %w", err)
 	}
 	took := time.Since(start)
 	if firstErr != nil {
-		return 0, fmt.Errorf("produce to %s: %w", t.topic(), firstErr)
+		return 0, fmt.Errorf("produce to %s: %w", rawTopic(t), firstErr)
 	}
 	return took, nil
 }
