@@ -116,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.wideRows, "wide-rows", 200_000, "rows of stream-wide")
 	fs.IntVar(&o.txnRows, "txn-rows", 1000, "rows (changes) per transaction of the stream workloads except big-txn")
 	fs.IntVar(&o.partitions, "partitions", 3, "partitions of every topic")
-	fs.IntVar(&o.repeat, "repeat", 1, "drains of each side of a stream workload, alternating; the fastest of each side counts")
+	fs.IntVar(&o.repeat, "repeat", 1, "runs of each side of a stream or snapshot workload, alternating; the fastest of each side counts")
 	workloads := fs.String("workloads", strings.Join(workloadNames, ","), "comma-separated `list` of workloads to run")
 	rates := fs.String("rates", "2000,10000", "comma-separated offered loads of the latency workload, in `rows/s`")
 	fs.DurationVar(&o.latencyFor, "latency-for", 30*time.Second, "how long the latency workload holds each offered load")
