@@ -143,7 +143,6 @@ func (m *Mapping) check(cat cdc.Catalog, p *yamlconf.Problems) {
 	m.Key = slices.Clone(key)
 	c.readBy = slices.Clone(readBy)
 	c.renderSpec = flatten(m.Fields)
-	c.row.p = NewProjector(&Set{})
 	m.c = c
 }
 

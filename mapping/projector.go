@@ -736,8 +736,10 @@ func (e *TruncateError) Error() string {
 // ProjectRow returns the state of one full row as an insert of it would
 // produce: its key, its document, and whether it passes the filter (value
 // is nil when it does not; key is nil too when the row has a NULL key
-// column, which is an error only for a row that passes the filter). Values are in text format, as a fresh SELECT
-// returns them; none may be unchanged. It is safe for concurrent use.
+// column, which is an error only for a row that passes the filter). Values
+// are in text format, as a fresh SELECT returns them; none may be
+// unchanged. It is safe for concurrent use; a goroutine that projects many
+// rows does better with a RowProjector of its own.
 func (m *Mapping) ProjectRow(rel *cdc.Relation, row []cdc.Value) (key, value []byte, in bool, err error) {
 	if m.c == nil {
 		return nil, nil, false, fmt.Errorf("mapping %s: not checked against the catalog; call Set.Check first", m.File)
@@ -745,48 +747,90 @@ func (m *Mapping) ProjectRow(rel *cdc.Relation, row []cdc.Value) (key, value []b
 	rp := &m.c.row
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
+	if rp.rp == nil {
+		rp.rp = m.newRowProjector()
+	}
+	_, key, value, in, err = rp.rp.Append(nil, rel, row)
+	return key, value, in, err
+}
+
+// rowProjector is the RowProjector ProjectRow shares between its callers.
+type rowProjector struct {
+	mu sync.Mutex
+	rp *RowProjector
+}
+
+// RowProjector projects full rows of one mapping, reusing its scratch
+// space from row to row. It is not safe for concurrent use: give each
+// goroutine its own.
+type RowProjector struct {
+	m     *Mapping
+	bound *bound
+	p     *Projector
+	c     cdc.Change
+}
+
+// RowProjector returns a new RowProjector of a checked mapping.
+func (m *Mapping) RowProjector() (*RowProjector, error) {
+	if m.c == nil {
+		return nil, fmt.Errorf("mapping %s: not checked against the catalog; call Set.Check first", m.File)
+	}
+	return m.newRowProjector(), nil
+}
+
+func (m *Mapping) newRowProjector() *RowProjector {
+	return &RowProjector{m: m, p: NewProjector(&Set{})}
+}
+
+// Mapping returns the mapping rp projects.
+func (rp *RowProjector) Mapping() *Mapping { return rp.m }
+
+// Append projects row as ProjectRow does and appends its key, then its
+// value, to dst; key and value are slices of the returned buffer (key is
+// nil for a keyless row outside the filter, value nil outside the filter).
+func (rp *RowProjector) Append(dst []byte, rel *cdc.Relation, row []cdc.Value) (out, key, value []byte, in bool, err error) {
 	if rp.bound == nil || rp.bound.rel != rel {
-		b, err := m.bind(rel)
+		b, err := rp.m.bind(rel)
 		if err != nil {
-			return nil, nil, false, err
+			return dst, nil, nil, false, err
 		}
 		rp.bound = b
 	}
 	b, p := rp.bound, rp.p
 	if p.lacks(b, row) {
-		return nil, nil, false, b.rowError(&cdc.Change{}, row, "", errors.New("the row lacks values; ProjectRow needs every column the mapping reads"))
+		return dst, nil, nil, false, b.rowError(&cdc.Change{}, row, "", errors.New("the row lacks values; ProjectRow needs every column the mapping reads"))
 	}
-	c := &cdc.Change{Op: cdc.Insert, Relation: rel, New: row}
+	rp.c = cdc.Change{Op: cdc.Insert, Relation: rel, New: row}
+	c := &rp.c
 	if b.filter != nil {
 		if in, err = p.filterIn(b, c, row); err != nil {
-			return nil, nil, false, err
+			return dst, nil, nil, false, err
 		}
 	} else {
 		in = true
 	}
 	if !in && b.keyless(row) {
-		return nil, nil, false, nil
+		return dst, nil, nil, false, nil
 	}
 	k, err := p.renderKey(b, c, row)
 	if err != nil {
-		return nil, nil, false, err
+		return dst, nil, nil, false, err
 	}
-	key = bytes.Clone(k)
+	start := len(dst)
+	dst = append(dst, k...)
+	key = dst[start:len(dst):len(dst)]
 	if !in {
-		return key, nil, false, nil
+		return dst, key, nil, false, nil
 	}
 	v, err := p.renderValue(b, c, row)
 	if err != nil {
-		return nil, nil, false, err
+		return dst, nil, nil, false, err
 	}
-	return key, bytes.Clone(v), true, nil
-}
-
-// rowProjector is the state ProjectRow reuses between calls.
-type rowProjector struct {
-	mu    sync.Mutex
-	bound *bound
-	p     *Projector
+	start = len(dst)
+	dst = append(dst, v...)
+	// key may point into an array append has since replaced; both point
+	// into the returned buffer's arrays, which stay valid.
+	return dst, key, dst[start:len(dst):len(dst)], true, nil
 }
 
 // renamed is the error for a mapped table that now streams under another

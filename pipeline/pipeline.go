@@ -316,7 +316,7 @@ func (s *stream) emit(ctx context.Context, c cdc.Change) error {
 		r := &recs[i]
 		m := s.message(c.Seq, i, tbl, r.Entity, c.Op.String())
 		m.Topic, m.Key, m.Value = r.Topic, r.Key, r.Value
-		if err := s.produce(m, nil); err != nil {
+		if err := s.produce(m, s.ack); err != nil {
 			return err
 		}
 	}
@@ -333,10 +333,25 @@ func (s *stream) mark(ctx context.Context, c *cdc.Change) error {
 	if err != nil {
 		return err
 	}
+	// The records of one target share their headers' table names and an
+	// acknowledgement callback, made once rather than per record.
+	var (
+		last *snapshot.Target
+		tbl  tableNames
+		ack  func(error)
+	)
 	for i, r := range recs {
-		m := s.message(c.Seq, i, s.p.table(r.Table), r.Entity, r.Op)
+		if r.Target != last {
+			last, tbl = r.Target, s.p.table(r.Table)
+			settle, done := s.ack, r.Done
+			ack = func(err error) {
+				settle(err)
+				done(err)
+			}
+		}
+		m := s.message(c.Seq, i, tbl, r.Entity, r.Op)
 		m.Topic, m.Key, m.Value = r.Topic, r.Key, r.Value
-		if err := s.produce(m, r.Done); err != nil {
+		if err := s.produce(m, ack); err != nil {
 			for _, r := range recs[i:] {
 				r.Done(err)
 			}
@@ -363,17 +378,11 @@ func (s *stream) message(seq, n int, tbl tableNames, entity, op string) *publish
 	return &s.msg
 }
 
-// produce publishes m as part of the current transaction; done, when not
-// nil, learns the outcome too.
-func (s *stream) produce(m *publish.Message, done func(error)) error {
-	t, ack := s.cur, s.ack
-	if done != nil {
-		settle := ack // this transaction's, not whichever is current when Kafka answers
-		ack = func(err error) {
-			settle(err)
-			done(err)
-		}
-	}
+// produce publishes m as part of the current transaction; ack learns the
+// outcome and settles the record in the checkpoint (s.ack, or a function
+// that calls it).
+func (s *stream) produce(m *publish.Message, ack func(error)) error {
+	t := s.cur
 	s.cp.produced(t)
 	if err := s.p.o.Producer.Produce(s.produceCtx, m, ack); err != nil {
 		s.cp.acked(t, nil) // never produced: nothing to wait for, and the error stops the session

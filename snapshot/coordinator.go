@@ -52,16 +52,22 @@ type Options struct {
 }
 
 // Record is a record a watermark publishes: a chunk's row or a reconcile
-// tombstone (Value nil). Done must be called once with the outcome of
-// producing it.
+// tombstone (Value nil).
 type Record struct {
+	Key   []byte
+	Value []byte
+	*Target
+}
+
+// Target is what the records of one entity published at one watermark
+// share.
+type Target struct {
 	Topic  string
 	Entity string
 	Table  cdc.TableName
-	Key    []byte
-	Value  []byte
 	Op     string // ce_op: "snapshot", "reconcile" or "truncate"
-	Done   func(error)
+	// Done must be called once per record with the outcome of producing it.
+	Done func(error)
 }
 
 // Coordinator runs backfill jobs and handles their watermarks in the
@@ -142,7 +148,7 @@ type window struct {
 
 // item is one row of a chunk: its identity and its records.
 type item struct {
-	id   string
+	id   []byte
 	recs []itemRecord
 }
 
@@ -340,24 +346,30 @@ func (c *Coordinator) high(w *window) []Record {
 	res := markResult{}
 	ack := &acks{done: make(chan error, 1)}
 	if w.topic == "" {
+		recs = make([]Record, 0, len(w.items))
+		targets := map[*mapping.Mapping]*Target{}
 		for _, it := range w.items {
-			if _, changed := w.seen[it.id]; changed {
+			if _, changed := w.seen[string(it.id)]; changed {
 				res.dropped++
 				continue
 			}
 			for _, r := range it.recs {
-				recs = append(recs, Record{Topic: r.m.Topic, Entity: r.m.Entity, Table: w.table,
-					Key: r.key, Value: r.value, Op: "snapshot", Done: ack.one})
+				t := targets[r.m]
+				if t == nil {
+					t = &Target{Topic: r.m.Topic, Entity: r.m.Entity, Table: w.table, Op: "snapshot", Done: ack.one}
+					targets[r.m] = t
+				}
+				recs = append(recs, Record{Key: r.key, Value: r.value, Target: t})
 			}
 		}
 	} else {
+		t := &Target{Topic: w.topic, Entity: w.tomb.entity, Table: w.tomb.table, Op: w.tomb.op, Done: ack.one}
 		for _, k := range w.tombs {
 			if _, changed := w.seen[string(k)]; changed {
 				res.dropped++
 				continue
 			}
-			recs = append(recs, Record{Topic: w.topic, Entity: w.tomb.entity, Table: w.tomb.table,
-				Key: k, Op: w.tomb.op, Done: ack.one})
+			recs = append(recs, Record{Key: k, Target: t})
 		}
 	}
 	res.published = len(recs)

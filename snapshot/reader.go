@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -182,6 +183,47 @@ type chunkReader struct {
 	key   chunkKey
 	rel   *cdc.Relation // the shape of the last chunk read
 	keyAt []int         // positions of the key columns in rel
+
+	// The space of the last chunk's rows, reused by the next.
+	rows  []chunkRow
+	cells []cdc.Value
+	bytes blocks
+}
+
+// blocks hands out byte space from large blocks that are kept and reused
+// after reset.
+type blocks struct {
+	list [][]byte
+	cur  int
+}
+
+func (b *blocks) reset() {
+	b.cur = 0
+	if len(b.list) > 0 {
+		b.list[0] = b.list[0][:0]
+	}
+}
+
+// add copies v into the blocks and returns the copy.
+func (b *blocks) add(v []byte) []byte {
+	if len(b.list) == 0 {
+		b.list = append(b.list, make([]byte, 0, max(arenaBlock, len(v))))
+	}
+	blk := b.list[b.cur]
+	if cap(blk)-len(blk) < len(v) {
+		b.cur++
+		switch {
+		case b.cur == len(b.list):
+			b.list = append(b.list, make([]byte, 0, max(arenaBlock, len(v))))
+		case cap(b.list[b.cur]) < len(v):
+			b.list[b.cur] = make([]byte, 0, len(v))
+		}
+		blk = b.list[b.cur][:0]
+	}
+	start := len(blk)
+	blk = append(blk, v...)
+	b.list[b.cur] = blk
+	return blk[start:len(blk):len(blk)]
 }
 
 // query returns the statement that reads the next chunk of r after after.
@@ -236,25 +278,28 @@ func (cr *chunkReader) read(ctx context.Context, pool *pgxpool.Pool, r *Range, a
 		rr.Close()
 		return nil, nil, nil, err
 	}
-	var rows []chunkRow
-	var buf []byte
+	// The rows of the previous chunk were projected and are dropped:
+	// their space is reused.
+	rows, cells := cr.rows[:0], cr.cells[:0]
+	cr.bytes.reset()
 	for rr.NextRow() {
 		vals := rr.Values()
-		row := make(chunkRow, len(vals))
+		if cap(cells)-len(cells) < len(vals) {
+			cells = make([]cdc.Value, 0, max(2*cap(cells), 256*len(vals)))
+		}
+		start := len(cells)
+		cells = cells[:start+len(vals)]
+		row := chunkRow(cells[start:len(cells):len(cells)])
 		for i, v := range vals {
 			if v == nil {
-				row[i].Kind = cdc.Null
+				row[i] = cdc.Value{Kind: cdc.Null}
 				continue
 			}
-			if cap(buf)-len(buf) < len(v) {
-				buf = make([]byte, 0, max(64<<10, len(v)))
-			}
-			start := len(buf)
-			buf = append(buf, v...)
-			row[i] = cdc.Value{Kind: cdc.Text, Text: buf[start:len(buf):len(buf)]}
+			row[i] = cdc.Value{Kind: cdc.Text, Text: cr.bytes.add(v)}
 		}
 		rows = append(rows, row)
 	}
+	cr.rows, cr.cells = rows, cells
 	if _, err := rr.Close(); err != nil {
 		return nil, nil, nil, err
 	}
@@ -304,13 +349,31 @@ func (cr *chunkReader) relation(fds []pgconn.FieldDescription) (*cdc.Relation, e
 // string, unambiguously: each value is prefixed with its length. ok is
 // false when a value is missing (an unchanged TOASTed key column).
 func identity(row []cdc.Value, at []int) (id string, ok bool) {
-	var b []byte
+	b, ok := appendIdentity(nil, row, at)
+	return string(b), ok
+}
+
+// appendIdentity appends the identity of row to dst.
+func appendIdentity(dst []byte, row []cdc.Value, at []int) ([]byte, bool) {
 	for _, i := range at {
 		if i >= len(row) || row[i].Kind != cdc.Text {
-			return "", false
+			return dst, false
 		}
-		b = fmt.Appendf(b, "%d:", len(row[i].Text))
-		b = append(b, row[i].Text...)
+		dst = strconv.AppendInt(dst, int64(len(row[i].Text)), 10)
+		dst = append(dst, ':')
+		dst = append(dst, row[i].Text...)
 	}
-	return string(b), true
+	return dst, true
+}
+
+// arenaBlock is the size of the blocks a chunk's bytes are kept in.
+const arenaBlock = 256 << 10
+
+// room returns buf, or a new block when buf has less than n bytes free.
+// Slices of the old block stay valid: a block is never grown.
+func room(buf []byte, n int) []byte {
+	if cap(buf)-len(buf) >= n {
+		return buf
+	}
+	return make([]byte, 0, max(arenaBlock, n))
 }

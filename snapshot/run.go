@@ -127,6 +127,12 @@ func (c *Coordinator) readRange(ctx context.Context, jr *jobRun, t *TableJob, r 
 		return err
 	}
 	cr := &chunkReader{table: maps[0].Table, key: key}
+	projectors := make([]*mapping.RowProjector, len(maps))
+	for i, m := range maps {
+		if projectors[i], err = m.RowProjector(); err != nil {
+			return err
+		}
+	}
 
 	// Acknowledgements are awaited in chunk order on a goroutine of their
 	// own, so that the next chunk is read meanwhile; at most two chunks
@@ -172,7 +178,7 @@ func (c *Coordinator) readRange(ctx context.Context, jr *jobRun, t *TableJob, r 
 	again := 0 // reads of the same chunk in a row that the stream made void
 	var runErr error
 	for {
-		res, next, n, err := c.chunk(ctx, cr, maps, r, after, limit)
+		res, next, n, err := c.chunk(ctx, cr, projectors, r, after, limit)
 		var pe *pgconn.PgError
 		switch {
 		case errors.As(err, &pe) && pe.Code == "57014" && limit > 1:
@@ -221,7 +227,7 @@ const maxAgain = 20
 // chunk reads and publishes one chunk between its watermarks, waiting for
 // a worker slot. It returns the high watermark's result, the key of the
 // chunk's last row and the number of rows read.
-func (c *Coordinator) chunk(ctx context.Context, cr *chunkReader, maps []*mapping.Mapping, r *Range, after []string, limit int) (markResult, []string, int, error) {
+func (c *Coordinator) chunk(ctx context.Context, cr *chunkReader, projectors []*mapping.RowProjector, r *Range, after []string, limit int) (markResult, []string, int, error) {
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -246,21 +252,35 @@ func (c *Coordinator) chunk(ctx context.Context, cr *chunkReader, maps []*mappin
 		c.drop(w)
 		return markResult{}, nil, 0, err
 	}
-	items := make([]item, 0, len(rows))
-	for _, row := range rows {
-		id, _ := identity(row, cr.keyAt)
-		it := item{id: id}
-		for _, m := range maps {
-			key, value, in, err := m.ProjectRow(rel, row)
+	// A chunk's identities, keys and documents share a few large blocks,
+	// and its records one slice: a row costs next to no allocation.
+	items := make([]item, len(rows))
+	recs := make([]itemRecord, 0, len(rows)*len(projectors))
+	var arena []byte
+	for i, row := range rows {
+		size := 0
+		for _, v := range row {
+			size += len(v.Text)
+		}
+		arena = room(arena, 2*size+256)
+		start := len(arena)
+		arena, _ = appendIdentity(arena, row, cr.keyAt)
+		items[i].id = arena[start:len(arena):len(arena)]
+		first := len(recs)
+		for _, rp := range projectors {
+			var key, value []byte
+			var in bool
+			var err error
+			arena, key, value, in, err = rp.Append(arena, rel, row)
 			if err != nil {
 				c.drop(w)
 				return markResult{}, nil, 0, fmt.Errorf("backfill %s: %w", cr.table, err)
 			}
 			if in {
-				it.recs = append(it.recs, itemRecord{m: m, key: key, value: value})
+				recs = append(recs, itemRecord{m: rp.Mapping(), key: key, value: value})
 			}
 		}
-		items = append(items, it)
+		items[i].recs = recs[first:len(recs):len(recs)]
 	}
 	c.mu.Lock()
 	w.items, w.ready = items, true

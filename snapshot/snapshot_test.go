@@ -141,7 +141,7 @@ func row(id, code string) []cdc.Value {
 func TestWindowDropsChangedRows(t *testing.T) {
 	m := &mapping.Mapping{Entity: "customer", Topic: "crm.customer", Table: custRel.Table}
 	it := func(id string) item {
-		return item{id: fmt.Sprintf("%d:%s", len(id), id), recs: []itemRecord{{m: m, key: []byte("K" + id), value: []byte("{}")}}}
+		return item{id: fmt.Appendf(nil, "%d:%s", len(id), id), recs: []itemRecord{{m: m, key: []byte("K" + id), value: []byte("{}")}}}
 	}
 	c := New(Options{Slot: "s"})
 	w := &stream{t: t, c: c, tx: &cdc.Tx{CommitLSN: pglogrepl.LSN(100)}}
@@ -218,5 +218,34 @@ func TestReconcileWindowSparesKeysWritten(t *testing.T) {
 	}
 	if got := strings.Join(keys, ","); got != "A,C" {
 		t.Errorf("tombstones for %s, want A,C", got)
+	}
+}
+
+// TestBlocks checks that copies handed out by blocks keep their bytes
+// until reset, across block boundaries, and that reset reuses the space.
+func TestBlocks(t *testing.T) {
+	var b blocks
+	var got [][]byte
+	var want []string
+	for i := range 3000 {
+		v := strings.Repeat(fmt.Sprint(i%10), 1+i%500)
+		if i == 1500 {
+			v = strings.Repeat("x", arenaBlock+10) // larger than a block
+		}
+		got = append(got, b.add([]byte(v)))
+		want = append(want, v)
+	}
+	for i := range got {
+		if string(got[i]) != want[i] {
+			t.Fatalf("copy %d changed: %.20q..., want %.20q...", i, got[i], want[i])
+		}
+	}
+	blocksBefore := len(b.list)
+	b.reset()
+	for i := range 3000 {
+		b.add([]byte(want[i]))
+	}
+	if len(b.list) != blocksBefore {
+		t.Errorf("after reset the same data took %d blocks, before %d: the space was not reused", len(b.list), blocksBefore)
 	}
 }

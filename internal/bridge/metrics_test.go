@@ -24,7 +24,6 @@ func TestMetricsEndpoint(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	e.cfg.Metrics.Listen = addr
-	e.cfg.Snapshot.Mode = "never" // the counts below are the stream's
 	b := e.start()
 	e.exec(`INSERT INTO legacy.cust_mstr (cst_cd, cst_nm) SELECT 'M' || i, 'n' FROM generate_series(1, 12) i`)
 	e.waitConverged()

@@ -148,6 +148,7 @@ func countOp(msgs []testenv.Message, op string) int {
 // filtered-out row is published.
 func TestInitialSnapshot(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "initial"
 	e.cfg.Snapshot.ChunkSize = 23
 	const n = 3000
 	e.seed(n)
@@ -187,7 +188,6 @@ func TestInitialSnapshot(t *testing.T) {
 // is left with a stale state last, and the backfill reports its summary.
 func TestBackfillUnderUpdateStorm(t *testing.T) {
 	e := newEnv(t)
-	e.cfg.Snapshot.Mode = "never"
 	e.cfg.Snapshot.ChunkSize = 17
 	const n = 3000
 	e.seed(n) // before the slot: only the backfill publishes these rows
@@ -228,6 +228,7 @@ func TestBackfillRefusesUnknownEntity(t *testing.T) {
 // bridge goes on streaming.
 func TestTruncateTombstones(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "initial"
 	e.cfg.Snapshot.ReconcileKeysPerPass = 1000 // several passes
 	e.seed(2500)
 	e.start()
@@ -264,6 +265,7 @@ func TestTruncateTombstones(t *testing.T) {
 // topics, tombstoning what was deleted while no slot existed.
 func TestLostSlot(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "initial"
 	e.seed(500)
 	r := e.start()
 	e.waitJobs()
@@ -301,6 +303,7 @@ func TestLostSlot(t *testing.T) {
 // bridge holds no lock stronger than ACCESS SHARE.
 func TestBackfillIsGentle(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "initial"
 	e.cfg.Snapshot.ChunkSize = 500
 	e.cfg.Snapshot.ChunkTimeout = 2 * time.Second
 	e.seed(20000)
@@ -372,6 +375,7 @@ func TestBackfillIsGentle(t *testing.T) {
 // table that has no such index.
 func TestSnapshotTableKeys(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "initial"
 	e.exec(`CREATE TABLE legacy.prod_cat (prd_cd varchar(12) NOT NULL, prd_nm text, price numeric(10,2));
 	        CREATE UNIQUE INDEX prod_cat_cd ON legacy.prod_cat (prd_cd);
 	        ALTER TABLE legacy.prod_cat REPLICA IDENTITY USING INDEX prod_cat_cd;
@@ -402,6 +406,7 @@ fields:
 // read in key order, and the bridge stops saying why and what to do.
 func testSnapshotRefused(t *testing.T) {
 	e2 := newEnv(t)
+	e2.cfg.Snapshot.Mode = "initial"
 	e2.exec(`CREATE TABLE legacy.audit_log (evt_cd text, msg text);
 	         ALTER TABLE legacy.audit_log REPLICA IDENTITY FULL;
 	         INSERT INTO legacy.audit_log VALUES ('E-1', 'x');`)
@@ -432,6 +437,7 @@ fields:
 // tombstones, and only those.
 func TestBackfillAfterNarrowedFilter(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "initial"
 	e.seed(500)
 	r := e.start()
 	e.exec(`UPDATE legacy.cust_mstr SET rec_stat = 'I' WHERE cst_id % 7 = 3 AND rec_stat = 'A'`)
@@ -471,6 +477,7 @@ func TestBackfillAfterNarrowedFilter(t *testing.T) {
 // rebuilds the topics.
 func TestSlotLostWAL(t *testing.T) {
 	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "initial"
 	e.seed(300)
 	r := e.start()
 	e.waitJobs()
@@ -519,7 +526,6 @@ func TestSlotLostWAL(t *testing.T) {
 // cancelled, part way, and the bridge goes on streaming.
 func TestBackfillCancel(t *testing.T) {
 	e := newEnv(t)
-	e.cfg.Snapshot.Mode = "never"
 	e.cfg.Snapshot.ChunkSize = 5
 	e.cfg.Snapshot.Workers = 1
 	e.seed(5000)

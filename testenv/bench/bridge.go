@@ -41,15 +41,17 @@ type usage struct {
 	peakRSS int64         // bytes (VmHWM)
 }
 
-// bridgeConfig is the bridge's configuration for one workload. The slot
-// and the publication exist already; the bridge creates its topic. It
-// publishes changes only: the rows that existed before the slot are not
-// part of a stream workload.
+// bridgeConfig is the bridge's configuration for one workload. The
+// publication exists already; the bridge creates its topic. For a stream
+// workload the slot exists too, and the bridge publishes changes only: the
+// rows that existed before the slot are not part of the workload. For the
+// snapshot workload the bridge creates the slot and takes the initial
+// snapshot.
 const bridgeConfig = `source:
   dsn: %q
   slot: %s
   publication: %s
-  create_slot: false
+  create_slot: %t
   create_publication: false
   status_interval: 1s
 kafka:
@@ -57,7 +59,7 @@ kafka:
   topic_defaults: {partitions: %d}
 mappings: [%q]
 snapshot:
-  mode: never
+  mode: %s
 metrics:
   listen: %q
 log:
@@ -65,15 +67,20 @@ log:
 `
 
 // startBridge starts the bridge on a slot and a publication that exist
-// and returns once its log says that it streams.
-func (e *env) startBridge(ctx context.Context, name, publication, slot, mappingFile string) (*bridgeProc, error) {
+// and returns once its log says that it streams. With snapshot, the slot
+// must not exist: the bridge creates it and takes the initial snapshot.
+func (e *env) startBridge(ctx context.Context, name, publication, slot, mappingFile string, snapshot bool) (*bridgeProc, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	config := filepath.Join(e.dir, name+".bridge.yaml")
-	text := fmt.Sprintf(bridgeConfig, e.dsn, slot, publication, e.broker.Addrs()[0], e.o.partitions, mappingFile, addr)
+	mode := "never"
+	if snapshot {
+		mode = "initial"
+	}
+	text := fmt.Sprintf(bridgeConfig, e.dsn, slot, publication, snapshot, e.broker.Addrs()[0], e.o.partitions, mappingFile, mode, addr)
 	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
 		return nil, fmt.Errorf("write the bridge's configuration: %w", err)
 	}

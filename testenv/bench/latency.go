@@ -44,7 +44,7 @@ func (e *env) latency(ctx context.Context, rate int) (res result, err error) {
 	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", bridgeSlot(1)); err != nil {
 		return res, fmt.Errorf("create slot %s: %w", bridgeSlot(1), err)
 	}
-	b, err := e.startBridge(ctx, t.name, t.publication(), bridgeSlot(1), mappingFile)
+	b, err := e.startBridge(ctx, t.name, t.publication(), bridgeSlot(1), mappingFile, false)
 	if err != nil {
 		return res, err
 	}

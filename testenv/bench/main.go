@@ -9,9 +9,10 @@
 //     of both sides were created. PostgreSQL's own pg_recvlogical
 //     (pgoutput, the same publication) drains its slot to /dev/null, then
 //     the bridge drains its own, over exactly the same WAL range.
-//   - snapshot measures its two ceilings, COPY ... TO STDOUT of the table
-//     and a raw franz-go producer writing as many records of the same size
-//     to the same broker; the bridge's own snapshot is not measured yet.
+//   - snapshot runs the bridge's initial snapshot of a table of
+//     pre-existing rows, and measures its two ceilings, COPY ... TO STDOUT
+//     of the table and a raw franz-go producer writing as many records of
+//     the same size to the same broker.
 //   - latency holds an offered load for a while with the bridge streaming
 //     and reports commit-to-Kafka percentiles.
 //
@@ -50,10 +51,10 @@ measured together with its ceiling, in the same run, on the same data:
   big-txn         -rows narrow rows inserted in one transaction
                   ceiling of these five: pg_recvlogical (pgoutput, the same
                   publication) draining the same WAL range to /dev/null
-  snapshot        -rows pre-existing rows; ceiling: the slower of COPY ... TO
-                  STDOUT of the table and a raw franz-go producer writing as
-                  many records of the same size (the bridge side is not
-                  measured yet)
+  snapshot        the bridge's initial snapshot of -rows pre-existing rows;
+                  ceiling: the slower of COPY ... TO STDOUT of the table and
+                  a raw franz-go producer writing as many records of the
+                  same size
   latency         each of -rates held for -latency-for with the bridge
                   streaming; p50/p95/p99 from commit to Kafka
 
@@ -115,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.wideRows, "wide-rows", 200_000, "rows of stream-wide")
 	fs.IntVar(&o.txnRows, "txn-rows", 1000, "rows (changes) per transaction of the stream workloads except big-txn")
 	fs.IntVar(&o.partitions, "partitions", 3, "partitions of every topic")
-	fs.IntVar(&o.repeat, "repeat", 1, "drains of each side of a stream workload, alternating; the fastest of each side counts")
+	fs.IntVar(&o.repeat, "repeat", 1, "runs of each side of a stream or snapshot workload, alternating; the fastest of each side counts")
 	workloads := fs.String("workloads", strings.Join(workloadNames, ","), "comma-separated `list` of workloads to run")
 	rates := fs.String("rates", "2000,10000", "comma-separated offered loads of the latency workload, in `rows/s`")
 	fs.DurationVar(&o.latencyFor, "latency-for", 30*time.Second, "how long the latency workload holds each offered load")

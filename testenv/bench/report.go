@@ -15,12 +15,11 @@ type result struct {
 	workload string
 	rows     int // row changes of the workload
 
-	// The bridge; rate is zero when notMeasured says why.
-	rate        float64 // rows/s end to end
-	notMeasured string
-	cpu         time.Duration // the bridge process's user + system time
-	peakRSS     int64         // bytes
-	latency     []time.Duration
+	// The bridge.
+	rate    float64       // rows/s end to end
+	cpu     time.Duration // the bridge process's user + system time
+	peakRSS int64         // bytes
+	latency []time.Duration
 
 	// The ceiling.
 	ceiling     string
@@ -71,7 +70,7 @@ var header = []string{"workload", "rows", "bridge rows/s", "ceiling", "ceiling r
 
 // cells renders r as the table's columns.
 func (r result) cells() []string {
-	c := []string{r.workload, thousands(float64(r.rows)), r.notMeasured, r.ceiling, thousands(r.ceilingRate), "–", "–", "–", "–"}
+	c := []string{r.workload, thousands(float64(r.rows)), "–", r.ceiling, thousands(r.ceilingRate), "–", "–", "–", "–"}
 	if r.rate > 0 {
 		c[2] = thousands(r.rate)
 		c[6] = strconv.FormatFloat(r.cpuPerMillion(), 'f', 2, 64)

@@ -94,7 +94,7 @@ func (e *env) stream(ctx context.Context, w streamWorkload) (res result, err err
 // drainBridge runs the bridge on slot until Kafka has acknowledged rows
 // records, and returns where the time and the CPU went.
 func (e *env) drainBridge(ctx context.Context, t table, slot, mappingFile string, rows int) (drain, usage, error) {
-	b, err := e.startBridge(ctx, t.name, t.publication(), slot, mappingFile)
+	b, err := e.startBridge(ctx, t.name, t.publication(), slot, mappingFile, false)
 	if err != nil {
 		return drain{}, usage{}, err
 	}
