@@ -153,10 +153,8 @@ func TestInitialSnapshot(t *testing.T) {
 	const n = 3000
 	e.seed(n)
 
-	ran := e.during(func() {
-		e.start()
-		e.waitJobs()
-	}, n)
+	e.start()
+	ran := e.during(func() { e.waitJobs() }, n)
 	jobs := e.waitJobs()
 	e.waitConverged()
 
