@@ -410,8 +410,8 @@ func (s *stream) flush(ctx context.Context) error {
 // the ordinal of the record among those the change produced. Replaying the
 // same WAL yields the same IDs.
 func (s *stream) eventID(seq, n int) string {
-	b := make([]byte, 0, len(s.lsnText)+12)
-	b = append(b, s.lsnText...)
+	var buf [64]byte // on the stack: only the string is allocated
+	b := append(buf[:0], s.lsnText...)
 	b = append(b, '/')
 	b = strconv.AppendInt(b, int64(seq), 10)
 	b = append(b, '/')

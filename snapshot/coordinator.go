@@ -347,19 +347,27 @@ func (c *Coordinator) high(w *window) []Record {
 	ack := &acks{done: make(chan error, 1)}
 	if w.topic == "" {
 		recs = make([]Record, 0, len(w.items))
-		targets := map[*mapping.Mapping]*Target{}
+		var targets []*Target // one per mapping, in the order first met
+		target := func(m *mapping.Mapping) *Target {
+			for _, t := range targets {
+				if t.Entity == m.Entity {
+					return t
+				}
+			}
+			t := &Target{Topic: m.Topic, Entity: m.Entity, Table: w.table, Op: "snapshot", Done: ack.one}
+			targets = append(targets, t)
+			return t
+		}
+		changes := len(w.seen) > 0 // most windows see no change of the table
 		for _, it := range w.items {
-			if _, changed := w.seen[string(it.id)]; changed {
-				res.dropped++
-				continue
+			if changes {
+				if _, changed := w.seen[string(it.id)]; changed {
+					res.dropped++
+					continue
+				}
 			}
 			for _, r := range it.recs {
-				t := targets[r.m]
-				if t == nil {
-					t = &Target{Topic: r.m.Topic, Entity: r.m.Entity, Table: w.table, Op: "snapshot", Done: ack.one}
-					targets[r.m] = t
-				}
-				recs = append(recs, Record{Key: r.key, Value: r.value, Target: t})
+				recs = append(recs, Record{Key: r.key, Value: r.value, Target: target(r.m)})
 			}
 		}
 	} else {
