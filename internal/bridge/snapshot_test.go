@@ -225,13 +225,7 @@ func TestBackfillRefusesUnknownEntity(t *testing.T) {
 // held gets a tombstone, rows inserted after the TRUNCATE stay, and the
 // bridge goes on streaming.
 func TestTruncateTombstones(t *testing.T) {
-	e := newEnv(t)
-	e.cfg.Snapshot.Mode = "initial"
-	e.cfg.Snapshot.ReconcileKeysPerPass = 1000 // several passes
-	e.seed(2500)
-	e.start()
-	e.waitJobs()
-	e.waitConverged()
+	e, _ := snapshotted(t, 2500, func(c *Config) { c.Snapshot.ReconcileKeysPerPass = 1000 }) // several passes
 	e.exec(`BEGIN; TRUNCATE legacy.ord_hdr; INSERT INTO legacy.ord_hdr (ord_no, cst_id, ord_dt, ord_amt) SELECT 9000001, min(cst_id), '2026-03-01', 7 FROM legacy.cust_mstr; COMMIT`)
 	e.exec(`INSERT INTO legacy.ord_hdr (ord_no, cst_id, ord_dt, ord_amt) SELECT 9000002, min(cst_id), '2026-03-01', 8 FROM legacy.cust_mstr`)
 	jobs := e.waitJobs()
@@ -258,16 +252,28 @@ func TestTruncateTombstones(t *testing.T) {
 	}
 }
 
+// snapshotted returns an env whose n seeded rows a running bridge has
+// published through its initial snapshot; configure, if any, changes the
+// configuration before the bridge starts.
+func snapshotted(t *testing.T, n int, configure ...func(*Config)) (*env, *running) {
+	t.Helper()
+	e := newEnv(t)
+	e.cfg.Snapshot.Mode = "initial"
+	for _, f := range configure {
+		f(e.cfg)
+	}
+	e.seed(n)
+	r := e.start()
+	e.waitJobs()
+	e.waitConverged()
+	return e, r
+}
+
 // TestLostSlot drops the slot of a bridge whose topics hold data: the next
 // start refuses, naming the topics; with RecoverSlot it rebuilds the
 // topics, tombstoning what was deleted while no slot existed.
 func TestLostSlot(t *testing.T) {
-	e := newEnv(t)
-	e.cfg.Snapshot.Mode = "initial"
-	e.seed(500)
-	r := e.start()
-	e.waitJobs()
-	e.waitConverged()
+	e, r := snapshotted(t, 500)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -434,12 +440,8 @@ fields:
 // the entity with reconcile: the entities now outside the filter get
 // tombstones, and only those.
 func TestBackfillAfterNarrowedFilter(t *testing.T) {
-	e := newEnv(t)
-	e.cfg.Snapshot.Mode = "initial"
-	e.seed(500)
-	r := e.start()
+	e, r := snapshotted(t, 500)
 	e.exec(`UPDATE legacy.cust_mstr SET rec_stat = 'I' WHERE cst_id % 7 = 3 AND rec_stat = 'A'`)
-	e.waitJobs()
 	e.waitConverged()
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
@@ -474,12 +476,7 @@ func TestBackfillAfterNarrowedFilter(t *testing.T) {
 // refuses; with RecoverSlot it drops the slot, creates it again and
 // rebuilds the topics.
 func TestSlotLostWAL(t *testing.T) {
-	e := newEnv(t)
-	e.cfg.Snapshot.Mode = "initial"
-	e.seed(300)
-	r := e.start()
-	e.waitJobs()
-	e.waitConverged()
+	e, r := snapshotted(t, 300)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
