@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 )
 
 // Op is the kind of a change read from the replication stream.
@@ -83,6 +84,9 @@ type TableName struct {
 
 // String returns schema.name, quoting neither part.
 func (t TableName) String() string { return t.Schema + "." + t.Name }
+
+// Quoted returns the name as SQL: "schema"."name", both parts quoted.
+func (t TableName) Quoted() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
 
 // Column describes one column of a relation as announced by pgoutput.
 type Column struct {

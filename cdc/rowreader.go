@@ -190,7 +190,7 @@ func (r *RowReader) statement(rel *Relation, by, cols []int) *rowStatement {
 		}
 		fmt.Fprintf(&where, "%s = $%d", names[pos], i+1)
 	}
-	sql := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(sel, ", "), quoteTable(rel.Table), where.String())
+	sql := fmt.Sprintf("SELECT %s FROM %s WHERE %s", strings.Join(sel, ", "), rel.Table.Quoted(), where.String())
 
 	// The name covers the column types too: after ALTER COLUMN ... TYPE the
 	// SQL is the same but a statement prepared before would fail with

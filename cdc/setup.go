@@ -221,12 +221,12 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, o SetupOptions) (publ
 		filter, ok := published[t]
 		switch {
 		case !ok:
-			missing = append(missing, quoteTable(t))
+			missing = append(missing, t.Quoted())
 		case filter != "":
 			// A row filter drops changes the mappings need, silently.
 			chk.problems = append(chk.problems, fmt.Sprintf(
 				"publication %s filters table %s with WHERE %s, so the bridge would miss changes: run ALTER PUBLICATION %s SET TABLE ... listing %s without a WHERE clause",
-				name, quoteTable(t), filter, name, quoteTable(t)))
+				name, t.Quoted(), filter, name, t.Quoted()))
 		}
 		delete(published, t)
 	}
@@ -241,7 +241,7 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, o SetupOptions) (publ
 	case len(published) > 0:
 		extra := make([]string, 0, len(published))
 		for t := range published {
-			extra = append(extra, quoteTable(t))
+			extra = append(extra, t.Quoted())
 		}
 		slices.Sort(extra)
 		chk.notes = append(chk.notes, fmt.Sprintf("publication %s also publishes %s, which no mapping uses; the bridge ignores their changes", name, strings.Join(extra, ", ")))
@@ -252,13 +252,11 @@ func checkPublication(ctx context.Context, conn *pgx.Conn, o SetupOptions) (publ
 func createPublicationSQL(o SetupOptions) string {
 	tables := make([]string, len(o.Tables))
 	for i, t := range o.Tables {
-		tables[i] = quoteTable(t)
+		tables[i] = t.Quoted()
 	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = '%s')",
 		pgx.Identifier{o.Publication}.Sanitize(), strings.Join(tables, ", "), strings.Join(publishedOps, ", "))
 }
-
-func quoteTable(t TableName) string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
 
 type slotCheck struct {
 	create    bool
@@ -361,12 +359,12 @@ func checkPrivileges(ctx context.Context, conn *pgx.Conn, o SetupOptions) ([]str
 			continue
 		}
 		var sel bool
-		if err := conn.QueryRow(ctx, `SELECT has_table_privilege($1::regclass, 'SELECT')`, quoteTable(t)).Scan(&sel); err != nil {
-			return nil, fmt.Errorf("setup: check SELECT on %s: %w", quoteTable(t), err)
+		if err := conn.QueryRow(ctx, `SELECT has_table_privilege($1::regclass, 'SELECT')`, t.Quoted()).Scan(&sel); err != nil {
+			return nil, fmt.Errorf("setup: check SELECT on %s: %w", t.Quoted(), err)
 		}
 		if !sel {
 			problems = append(problems, fmt.Sprintf("role %q cannot SELECT from %s, which the bridge needs to read rows back: run GRANT SELECT ON %s TO %s;",
-				role, quoteTable(t), quoteTable(t), quotedRole))
+				role, t.Quoted(), t.Quoted(), quotedRole))
 		}
 	}
 	return problems, nil

@@ -48,7 +48,7 @@ JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnu
 WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indisvalid AND i.indislive
   AND i.indpred IS NULL AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
 GROUP BY i.indexrelid, i.indisprimary, i.indisreplident, c.relreplident
-ORDER BY i.indisprimary DESC, count(*), i.indexrelid`, quoteTable(table))
+ORDER BY i.indisprimary DESC, count(*), i.indexrelid`, table.Quoted())
 	if err != nil {
 		return chunkKey{}, fmt.Errorf("backfill %s: read its indexes: %w", table, err)
 	}
@@ -98,7 +98,7 @@ ORDER BY i.indisprimary DESC, count(*), i.indexrelid`, quoteTable(table))
 			"a backfill reads a table in key order and must match the stream's changes to the rows it read. "+
 			"Add a primary key, or a unique index on the mapping's key (%s) with NOT NULL columns and make it the replica identity: "+
 			"ALTER TABLE %s REPLICA IDENTITY USING INDEX <index>",
-			table, strings.Join(mappingKey, ", "), quoteTable(table))
+			table, strings.Join(mappingKey, ", "), table.Quoted())
 	}
 	return chunkKey{cols: idx[best].cols, types: idx[best].types}, nil
 }
@@ -122,13 +122,11 @@ func sameSet(a, b []string) bool {
 	return true
 }
 
-func quoteTable(t cdc.TableName) string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
-
 // estimateRows returns the planner's estimate of the table's rows, 0 when
 // it has none.
 func estimateRows(ctx context.Context, db Querier, table cdc.TableName) (int64, error) {
 	var n float64
-	if err := db.QueryRow(ctx, "SELECT reltuples::float8 FROM pg_catalog.pg_class WHERE oid = $1::regclass", quoteTable(table)).Scan(&n); err != nil {
+	if err := db.QueryRow(ctx, "SELECT reltuples::float8 FROM pg_catalog.pg_class WHERE oid = $1::regclass", table.Quoted()).Scan(&n); err != nil {
 		return 0, fmt.Errorf("backfill %s: estimate its rows: %w", table, err)
 	}
 	return max(int64(n), 0), nil
@@ -253,7 +251,7 @@ func (cr *chunkReader) query(r *Range, after []string, limit int) (string, [][]b
 	}
 	var b strings.Builder
 	b.WriteString("SELECT * FROM ")
-	b.WriteString(quoteTable(cr.table))
+	b.WriteString(cr.table.Quoted())
 	if len(where) > 0 {
 		b.WriteString(" WHERE ")
 		b.WriteString(strings.Join(where, " AND "))

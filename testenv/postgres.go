@@ -167,7 +167,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for attempt := 1; ; attempt++ {
-		if p.port, err = freePort(); err != nil {
+		if p.port, err = FreePort(); err != nil {
 			break
 		}
 		err = p.start(ctx)
@@ -592,8 +592,8 @@ func lastLines(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/statefeed/statefeed/testenv"
 )
 
 // bridgeProc is one bridge process, run with a configuration of its own.
@@ -70,7 +72,7 @@ log:
 // and returns once its log says that it streams. With snapshot, the slot
 // must not exist: the bridge creates it and takes the initial snapshot.
 func (e *env) startBridge(ctx context.Context, name, publication, slot, mappingFile string, snapshot bool) (*bridgeProc, error) {
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -240,14 +242,4 @@ func (b *bridgeProc) stop() (usage, error) {
 func (b *bridgeProc) kill() {
 	b.cmd.Process.Kill()
 	<-b.exited
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
