@@ -157,6 +157,19 @@ func (e *env) connect(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
+// prepare connects to the bench database and creates t with its
+// publication and mapping file. The caller closes conn.
+func (e *env) prepare(ctx context.Context, t table) (conn *pgx.Conn, mappingFile string, err error) {
+	if conn, err = e.connect(ctx); err != nil {
+		return nil, "", err
+	}
+	if mappingFile, err = t.setup(ctx, conn, e.dir); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, "", err
+	}
+	return conn, mappingFile, nil
+}
+
 // deleteTopic deletes a topic the workload wrote, so that the in-memory
 // broker does not carry it into the next workload.
 func (e *env) deleteTopic(ctx context.Context, topic string) error {

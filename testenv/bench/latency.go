@@ -31,15 +31,11 @@ import (
 func (e *env) latency(ctx context.Context, rate int) (res result, err error) {
 	t := newTable(fmt.Sprintf("latency-%d", rate), narrow)
 	res = result{workload: t.name, ceiling: "offered load", ceilingRate: float64(rate)}
-	conn, err := e.connect(ctx)
+	conn, mappingFile, err := e.prepare(ctx, t)
 	if err != nil {
 		return res, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	mappingFile, err := t.setup(ctx, conn, e.dir)
-	if err != nil {
-		return res, err
-	}
 	defer func() { err = errors.Join(err, e.cleanup(ctx, conn, t, bridgeSlot(1))) }()
 	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", bridgeSlot(1)); err != nil {
 		return res, fmt.Errorf("create slot %s: %w", bridgeSlot(1), err)

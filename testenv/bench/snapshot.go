@@ -27,15 +27,11 @@ import (
 func (e *env) snapshot(ctx context.Context) (res result, err error) {
 	t := newTable("snapshot", narrow)
 	res = result{workload: t.name, rows: e.o.rows}
-	conn, err := e.connect(ctx)
+	conn, mappingFile, err := e.prepare(ctx, t)
 	if err != nil {
 		return res, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	mappingFile, err := t.setup(ctx, conn, e.dir)
-	if err != nil {
-		return res, err
-	}
 	// With -repeat, each side runs several times, alternating, and its
 	// fastest run counts, as for the stream workloads.
 	var slots, topics []string

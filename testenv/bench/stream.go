@@ -28,15 +28,11 @@ func ceilingSlot(i int) string { return fmt.Sprintf("bench_ceiling_%d", i) }
 // drain counts; the bridge's peak RSS is the highest of its drains.
 func (e *env) stream(ctx context.Context, w streamWorkload) (res result, err error) {
 	res = result{workload: w.table.name, ceiling: "pg_recvlogical"}
-	conn, err := e.connect(ctx)
+	conn, mappingFile, err := e.prepare(ctx, w.table)
 	if err != nil {
 		return res, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	mappingFile, err := w.table.setup(ctx, conn, e.dir)
-	if err != nil {
-		return res, err
-	}
 	var slots []string
 	for i := range e.o.repeat {
 		slots = append(slots, bridgeSlot(i+1), ceilingSlot(i+1))
