@@ -347,9 +347,22 @@ func (p *Producer) Put(ctx context.Context, topic string, key, value []byte) err
 // with a client of its own and no consumer group, so it leaves nothing
 // behind on the broker.
 func (p *Producer) Scan(ctx context.Context, topic string, ends []int64, fn func(partition int32, offset int64, key, value []byte) error) error {
+	// A partition whose records were all deleted (DeleteRecords, or
+	// retention on a topic that is not compacted) has nothing below its
+	// end to wait for.
+	starts, err := p.adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("list start offsets of topic %q: %w", topic, err)
+	}
 	last := make(map[int32]int64) // offset of the last record to read
 	from := make(map[int32]kgo.Offset)
 	for part, end := range ends {
+		if start, ok := starts.Lookup(topic, int32(part)); ok && start.Offset >= end {
+			continue
+		}
 		if end > 0 {
 			last[int32(part)] = end - 1
 			from[int32(part)] = kgo.NewOffset().AtStart()

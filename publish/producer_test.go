@@ -3,6 +3,8 @@ package publish
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -152,3 +154,79 @@ func newAdmin(t *testing.T, b *testenv.Broker) *kadm.Client {
 }
 
 func kadmSeeds(addrs []string) []kgo.Opt { return []kgo.Opt{kgo.SeedBrokers(addrs...)} }
+
+// TestScan reads a topic up to the end offsets it was given, in offset
+// order per partition, and does not wait on a partition whose records
+// were all deleted.
+func TestScan(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := testenv.NewBroker(t)
+	p, err := NewProducer(Options{Brokers: b.Addrs(), Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.EnsureTopics(ctx, []string{"s"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := p.Put(ctx, "s", fmt.Appendf(nil, "k%d", i), fmt.Appendf(nil, "v%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ends, err := p.EndOffsets(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ends) != 2 || ends[0] == 0 || ends[1] == 0 || ends[0]+ends[1] != 20 {
+		t.Fatalf("end offsets %v, want 20 records over both partitions", ends)
+	}
+	// Records after the ends given are not read.
+	if err := p.Put(ctx, "s", []byte("late"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	scan := func() map[int32][]int64 {
+		t.Helper()
+		seen := map[int32][]int64{}
+		err := p.Scan(ctx, "s", ends, func(part int32, off int64, key, value []byte) error {
+			if string(key) == "late" {
+				t.Error("read a record past the end offsets")
+			}
+			seen[part] = append(seen[part], off)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seen
+	}
+	seen := scan()
+	for part, offs := range seen {
+		if int64(len(offs)) != ends[part] || !slices.IsSorted(offs) {
+			t.Errorf("partition %d: offsets %v, want 0 to %d in order", part, offs, ends[part]-1)
+		}
+	}
+
+	// Delete every record of partition 0, the late one too if it landed
+	// there, and read partition 0 up to its new end.
+	now, err := p.EndOffsets(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := newAdmin(t, b)
+	offsets := kadm.Offsets{}
+	offsets.Add(kadm.Offset{Topic: "s", Partition: 0, At: now[0]})
+	deleted, err := adm.DeleteRecords(ctx, offsets)
+	if err == nil {
+		err = deleted.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends[0] = now[0]
+	seen = scan()
+	if len(seen[0]) != 0 || int64(len(seen[1])) != ends[1] {
+		t.Errorf("after deleting partition 0: read %d records of it and %d of partition 1, want 0 and %d", len(seen[0]), len(seen[1]), ends[1])
+	}
+}
